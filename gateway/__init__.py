@@ -1,0 +1,99 @@
+"""The gateway's app factory: wires settings, stores, providers, blueprints and hooks; nothing else."""
+import dataclasses
+import logging
+import secrets
+import threading
+import time
+
+from flask import Flask, g, request
+
+from gateway import config as config_module
+from gateway.extensions import make_engine, make_redis
+from gateway.handlers import chat, errors, health, models
+from gateway.middleware.auth import authenticate
+from gateway.providers.anthropic import AnthropicProvider
+from gateway.providers.failover import Manager
+from gateway.providers.gemini import GeminiProvider
+from gateway.providers.openai import OpenAIProvider
+from gateway.providers.registry import Registry
+from gateway.providers.transport import make_session
+from gateway.store.keys import KeyCache
+
+log = logging.getLogger("gateway")
+
+PROVIDER_CLASSES = {"openai": OpenAIProvider, "anthropic": AnthropicProvider, "gemini": GeminiProvider}
+_LAST_USED_FLUSH_SECONDS = 15.0
+
+
+@dataclasses.dataclass
+class Gateway:
+    """Everything a request needs, created once per app (so once per worker)."""
+    settings: object
+    engine: object
+    redis: object
+    registry: Registry
+    providers: dict
+    sessions: dict
+    manager: Manager
+    keys: KeyCache
+    _started: bool = False
+
+    def start_background(self):
+        """Background work starts on the first request, in the worker, never in the gunicorn master."""
+        if self._started:
+            return
+        self._started = True
+        threading.Thread(target=self._flush_loop, name="gateway-last-used", daemon=True).start()
+
+    def _flush_loop(self):
+        while True:
+            time.sleep(_LAST_USED_FLUSH_SECONDS)
+            try:
+                self.keys.flush_last_used()
+            except Exception:  # noqa: BLE001 - the next round tries again
+                log.warning("could not record keys' last use; will retry", exc_info=True)
+
+
+def build(settings):
+    engine = make_engine(settings.database_url)
+    redis_client = make_redis(settings.redis_url)
+    if redis_client is None:
+        log.info("REDIS_URL is not set: cache and rate limits use in-process stores (single process only)")
+    registry = Registry(settings)
+    providers = {name: PROVIDER_CLASSES[spec.kind](spec) for name, spec in registry.providers.items()}
+    for name, provider in providers.items():
+        provider.name = name
+    sessions = {name: make_session(settings.upstream_pool_size) for name in providers}
+    manager = Manager(settings, registry, providers, sessions)
+    return Gateway(settings, engine, redis_client, registry, providers, sessions, manager,
+                   KeyCache(engine, settings.key_cache_seconds))
+
+
+def create_app(settings=None):
+    settings = settings or config_module.load()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.json.sort_keys = False
+    app.extensions["gateway"] = gw = build(settings)
+
+    @app.before_request
+    def _begin():
+        g.start = time.perf_counter()
+        g.request_id = "req_" + secrets.token_hex(12)
+        gw.start_background()
+        if request.path.startswith("/v1/") or request.path == "/v1":
+            authenticate()
+
+    @app.after_request
+    def _finish(resp):
+        resp.headers["X-Request-Id"] = g.get("request_id", "")
+        if "X-Provider" not in resp.headers:
+            resp.headers["X-Provider"] = g.get("provider") or "gateway"
+        if "X-Latency-Ms" not in resp.headers and "start" in g:
+            resp.headers["X-Latency-Ms"] = str(int((time.perf_counter() - g.start) * 1000))
+        return resp
+
+    errors.register(app)
+    for bp in (chat.bp, models.bp, health.bp):
+        app.register_blueprint(bp)
+    return app

@@ -1,0 +1,109 @@
+"""The `gateway` command: db, keys, serve, simulate."""
+import argparse
+import os
+import sys
+
+from gateway import config as config_module
+
+
+def _settings():
+    try:
+        return config_module.load()
+    except config_module.ConfigError as e:
+        sys.exit(f"gateway: configuration error: {e}")
+
+
+def _engine(settings):
+    from gateway.extensions import make_engine
+    return make_engine(settings.database_url)
+
+
+def cmd_db_upgrade(args):
+    from gateway.store.migrate import upgrade
+    settings = _settings()
+    upgrade(settings.database_url)
+    print("database is up to date")
+
+
+def cmd_keys_create(args):
+    from gateway.store.keys import create_key
+    settings = _settings()
+    key, key_id = create_key(_engine(settings), args.name, args.rate_limit, not args.no_cache, args.cache_ttl)
+    print(f"created key {key_id} ({key[:11]}) named {args.name!r}; it is shown only once:")
+    print(key)
+
+
+def _fmt_time(value):
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "never"
+
+
+def cmd_keys_list(args):
+    from gateway.store.keys import list_keys
+    rows = list_keys(_engine(_settings()))
+    print(f"{'id':>5}  {'prefix':<12} {'name':<24} {'rpm':>6} {'cache':>7} {'last used':<20} status")
+    for r in rows:
+        cache = f"{r.cache_ttl_seconds}s" if r.cache_enabled else "off"
+        status = "revoked" if r.revoked_at else "active"
+        rpm = r.rate_limit_per_minute if r.rate_limit_per_minute is not None else "-"
+        print(f"{r.id:>5}  {r.key_prefix:<12} {r.name[:24]:<24} {rpm:>6} {cache:>7} {_fmt_time(r.last_used_at):<20} {status}")
+
+
+def cmd_keys_revoke(args):
+    from gateway.store.keys import revoke_key
+    try:
+        n = revoke_key(_engine(_settings()), args.key)
+    except ValueError as e:
+        sys.exit(f"gateway: {e}")
+    if not n:
+        sys.exit(f"gateway: no active key matches {args.key!r}")
+    print(f"revoked {args.key}")
+
+
+def cmd_serve(args):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "-c", os.path.join(root, "gunicorn.conf.py"),
+                               "wsgi:app", "--chdir", root])
+
+
+def cmd_simulate(args):
+    from gateway.simulator import main
+    main(args.rest)
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="gateway", description="An OpenAI-compatible LLM gateway.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="database migrations").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="apply every pending migration").set_defaults(func=cmd_db_upgrade)
+
+    keys = sub.add_parser("keys", help="gateway API keys").add_subparsers(dest="keys_command", required=True)
+    create = keys.add_parser("create", help="make a key; prints it once, alone on the last line")
+    create.add_argument("--name", required=True)
+    create.add_argument("--rate-limit", type=int, default=None, help="requests per minute (default: none)")
+    create.add_argument("--no-cache", action="store_true", help="never answer this key from the cache")
+    create.add_argument("--cache-ttl", type=int, default=3600, help="cache entry lifetime in seconds")
+    create.set_defaults(func=cmd_keys_create)
+    keys.add_parser("list", help="list keys (never the key itself)").set_defaults(func=cmd_keys_list)
+    revoke = keys.add_parser("revoke", help="revoke a key by id or prefix")
+    revoke.add_argument("key", help="numeric id or displayed prefix (gw_xxxxxxxx)")
+    revoke.set_defaults(func=cmd_keys_revoke)
+
+    sub.add_parser("serve", help="run gunicorn with gevent workers").set_defaults(func=cmd_serve)
+    sim = sub.add_parser("simulate", help="run the provider simulator", add_help=False)
+    sim.add_argument("rest", nargs=argparse.REMAINDER)
+    sim.set_defaults(func=cmd_simulate)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    if getattr(args, "rate_limit", None) is not None and args.rate_limit < 1:
+        sys.exit("gateway: --rate-limit must be at least 1")
+    if getattr(args, "cache_ttl", 1) < 1:
+        sys.exit("gateway: --cache-ttl must be at least 1")
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

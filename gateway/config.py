@@ -1,0 +1,167 @@
+"""Every setting, read from the environment once, typed, validated, with its default.
+
+A bad value stops start-up with a message that names the variable.
+"""
+import dataclasses
+import os
+import tomllib
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _int(env, name, default, minimum=0):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env, name, default, minimum=0.0):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value <= minimum:
+        raise ConfigError(f"{name} must be greater than {minimum}, got {value}")
+    return value
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _bool(env, name, default):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    if raw.strip().lower() in _TRUE:
+        return True
+    if raw.strip().lower() in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _url(env, name, default):
+    raw = (env.get(name) or "").strip() or default
+    if not raw.startswith(("http://", "https://")):
+        raise ConfigError(f"{name} must be an http(s) URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def database_url(raw):
+    """Heroku writes `postgres://`; SQLAlchemy wants `postgresql+psycopg2://`."""
+    if raw.startswith("postgres://"):
+        return "postgresql+psycopg2://" + raw[len("postgres://"):]
+    if raw.startswith("postgresql://"):
+        return "postgresql+psycopg2://" + raw[len("postgresql://"):]
+    return raw
+
+
+def _database(env):
+    raw = (env.get("DATABASE_URL") or "").strip()
+    if not raw:
+        instance = os.path.abspath(env.get("GATEWAY_INSTANCE_DIR") or "instance")
+        return f"sqlite:///{os.path.join(instance, 'gateway.db')}"
+    url = database_url(raw)
+    if not url.startswith(("postgresql+psycopg2://", "sqlite://")):
+        raise ConfigError(f"DATABASE_URL must be a postgres:// or sqlite:// URL, got scheme {raw.split(':', 1)[0]!r}")
+    return url
+
+
+def _redis(env):
+    raw = (env.get("REDIS_URL") or "").strip()
+    if raw and not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"REDIS_URL must be a redis://, rediss:// or unix:// URL, got {raw!r}")
+    return raw or None
+
+
+def _file_config(env):
+    path = (env.get("GATEWAY_CONFIG") or "").strip()
+    if not path:
+        return {}
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"GATEWAY_CONFIG names a file that does not exist: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"GATEWAY_CONFIG file {path} is not valid TOML: {e}") from None
+
+
+def _origins(env):
+    raw = (env.get("GATEWAY_CORS_ORIGINS") or "").strip()
+    return tuple(o.strip() for o in raw.split(",") if o.strip())
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str | None
+    provider_keys: dict
+    base_urls: dict
+    port: int
+    web_concurrency: int
+    file_config: dict
+    connect_timeout: float
+    read_timeout: float
+    first_token_timeout: float
+    deadline: float
+    max_request_bytes: int
+    cors_origins: tuple
+    upstream_pool_size: int
+    key_cache_seconds: float
+    log_level: str
+    secret_env: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def provider_key(self, provider):
+        return self.provider_keys.get(provider)
+
+
+def load(env=None):
+    """Read and validate every setting; raise ConfigError naming the first bad variable."""
+    env = os.environ if env is None else env
+    keys = {
+        "openai": env.get("OPENAI_API_KEY") or None,
+        "anthropic": env.get("ANTHROPIC_API_KEY") or None,
+        "gemini": env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY") or None,
+    }
+    file_config = _file_config(env)
+    secret_env = {}
+    for name, server in (file_config.get("providers") or {}).items():
+        key_var = server.get("api_key_env") if isinstance(server, dict) else None
+        if key_var:
+            secret_env[name] = env.get(key_var) or None
+    return Settings(
+        database_url=_database(env),
+        redis_url=_redis(env),
+        provider_keys=keys,
+        base_urls={
+            "openai": _url(env, "OPENAI_BASE_URL", "https://api.openai.com/v1"),
+            "anthropic": _url(env, "ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
+            "gemini": _url(env, "GEMINI_BASE_URL", "https://generativelanguage.googleapis.com"),
+        },
+        port=_int(env, "PORT", 8080, minimum=1),
+        web_concurrency=_int(env, "WEB_CONCURRENCY", 2, minimum=1),
+        file_config=file_config,
+        connect_timeout=_float(env, "GATEWAY_CONNECT_TIMEOUT", 5.0),
+        read_timeout=_float(env, "GATEWAY_READ_TIMEOUT", 120.0),
+        first_token_timeout=_float(env, "GATEWAY_FIRST_TOKEN_TIMEOUT", 60.0),
+        deadline=_float(env, "GATEWAY_DEADLINE", 300.0),
+        max_request_bytes=_int(env, "GATEWAY_MAX_REQUEST_BYTES", 10 * 1024 * 1024, minimum=1024),
+        cors_origins=_origins(env),
+        upstream_pool_size=_int(env, "GATEWAY_UPSTREAM_POOL_SIZE", 1000, minimum=1),
+        key_cache_seconds=_float(env, "GATEWAY_KEY_CACHE_SECONDS", 5.0),
+        log_level=(env.get("GATEWAY_LOG_LEVEL") or "INFO").upper(),
+        secret_env=secret_env,
+    )

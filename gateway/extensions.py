@@ -1,0 +1,64 @@
+"""The shared clients a worker holds: the database engine and Redis (or None: in-process fallback).
+
+Created once per app by `init(settings)`; a gunicorn worker gets its own after fork because the app is
+built lazily in the worker (see wsgi.py and gunicorn.conf.py).
+"""
+import logging
+import os
+
+from sqlalchemy import create_engine, event
+
+log = logging.getLogger("gateway")
+
+
+def _cooperative_psycopg():
+    """Under gevent psycopg2 blocks the whole worker while it waits on PostgreSQL: make it yield."""
+    try:
+        from gevent import monkey
+    except ImportError:
+        return False
+    if not monkey.is_module_patched("socket"):
+        return False
+    from psycogreen.gevent import patch_psycopg
+    patch_psycopg()
+    return True
+
+
+def make_engine(url):
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 15})
+
+        @event.listens_for(engine, "connect")
+        def _wal(dbapi_connection, _record):
+            # WAL lets the log writer insert while request threads read keys.
+            cur = dbapi_connection.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+        return engine
+    _cooperative_psycopg()
+    return create_engine(
+        url,
+        pool_size=10,          # idle connections kept
+        max_overflow=15,       # 25 at most
+        pool_recycle=300,
+        pool_pre_ping=True,
+        pool_timeout=5,
+        connect_args={"connect_timeout": 5, "application_name": "gateway"},
+    )
+
+
+def make_redis(url):
+    if not url:
+        return None
+    import redis
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=0.25,          # a slow Redis must not hold a request
+        socket_connect_timeout=0.25,
+        health_check_interval=30,
+        retry_on_timeout=False,
+    )

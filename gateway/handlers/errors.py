@@ -1,0 +1,65 @@
+"""OpenAI's error shape for every failure the gateway answers, and the Flask handlers that produce it."""
+import logging
+
+from flask import g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from gateway.translate.common import UpstreamError, error_object
+
+log = logging.getLogger("gateway")
+
+
+class ApiError(Exception):
+    """An error the gateway itself decides on (bad input, bad key, unknown model, ...)."""
+
+    def __init__(self, status, message, type_="invalid_request_error", param=None, code=None, headers=None):
+        super().__init__(message)
+        self.status = status
+        self.error = error_object(message, type_, param, code)
+        self.headers = headers or {}
+
+
+def error_response(status, error, headers=None):
+    resp = jsonify({"error": error})
+    resp.status_code = status
+    for name, value in (headers or {}).items():
+        resp.headers[name] = value
+    return resp
+
+
+_HTTP = {
+    404: ("Unknown request URL. Please check the URL and method.", "invalid_request_error", "unknown_url"),
+    405: ("Method not allowed for this URL.", "invalid_request_error", "method_not_allowed"),
+    413: ("Request body too large.", "invalid_request_error", "request_too_large"),
+}
+
+
+def register(app):
+    @app.errorhandler(ApiError)
+    def _api_error(e):
+        return error_response(e.status, e.error, e.headers)
+
+    @app.errorhandler(UpstreamError)
+    def _upstream_error(e):
+        g.provider = getattr(e, "provider", None)
+        headers = {"Retry-After": str(int(e.retry_after))} if e.retry_after and e.status == 429 else None
+        return error_response(e.status, e.error, headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(e):
+        message, type_, code = _HTTP.get(e.code, (e.description or e.name, "invalid_request_error", None))
+        if e.code == 413:
+            message = f"Request body too large: the limit is {app.config['MAX_CONTENT_LENGTH']} bytes."
+        if e.code == 404:
+            message = f"Unknown request URL: {request.method} {request.path}. Please check the URL and method."
+        resp = error_response(e.code, error_object(message, type_, None, code))
+        if e.code == 405 and getattr(e, "valid_methods", None):
+            resp.headers["Allow"] = ", ".join(e.valid_methods)
+        return resp
+
+    @app.errorhandler(Exception)
+    def _unexpected(e):
+        rid = getattr(g, "request_id", "unknown")
+        log.exception("unhandled error in request %s", rid)
+        message = f"The gateway had an internal error processing your request (request id {rid})."
+        return error_response(500, error_object(message, "server_error", None, None))

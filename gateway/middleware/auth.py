@@ -1,0 +1,28 @@
+"""The `before_request` hook that admits only requests carrying a live gateway key."""
+from flask import current_app, g, request
+
+from gateway.handlers.errors import ApiError
+from gateway.store.keys import looks_like_key
+
+_MISSING = ("You didn't provide an API key. You need to provide your API key in an Authorization header "
+            "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+
+
+def _unauthorized(message):
+    return ApiError(401, message, "invalid_request_error", None, "invalid_api_key")
+
+
+def authenticate():
+    header = request.headers.get("Authorization", "")
+    if not header:
+        raise _unauthorized(_MISSING)
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise _unauthorized("Malformed Authorization header: expected 'Bearer gw_...'.")
+    if not looks_like_key(token):
+        raise _unauthorized("Incorrect API key provided. Gateway keys start with 'gw_'.")
+    info = current_app.extensions["gateway"].keys.lookup(token)
+    if info is None:
+        raise _unauthorized(f"Incorrect API key provided: {token[:7]}****. The key is unknown or revoked.")
+    g.api_key = info

@@ -1,0 +1,203 @@
+"""HTTP to the upstreams, once for every provider: pooled sessions, timeouts, SSE framing.
+
+Faults become UpstreamError with a `reason` the failover manager acts on: `connect` (refused or reset
+before any byte), `timeout` (no answer), `first_token` (a stream that never starts), `stall` (a stream
+that stops sending), `cut` (a stream that ends without its terminator), `malformed` (a body that is not
+JSON). Provider keys never reach an error message: messages are built from the URL's host only.
+"""
+import json
+import logging
+from urllib.parse import urlsplit
+
+import requests
+import sseclient
+import urllib3
+from requests.adapters import HTTPAdapter
+
+from gateway.translate.common import UpstreamError, error_object
+
+log = logging.getLogger("gateway")
+
+
+def make_session(pool_size):
+    """One keep-alive pool per provider, as large as a worker's concurrency."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0, pool_block=False)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _host(url):
+    return urlsplit(url).netloc
+
+
+def _fault(status, message, reason, code="upstream_error"):
+    return UpstreamError(status, error_object(message, "upstream_error", None, code), reason=reason,
+                         upstream_status=None)
+
+
+def _retry_after(headers):
+    raw = headers.get("retry-after-ms")
+    if raw:
+        try:
+            return float(raw) / 1000.0
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if raw:
+        try:
+            return float(raw)
+        except ValueError:
+            return None
+    return None
+
+
+def _error_from_response(provider, resp):
+    text = resp.text
+    try:
+        body = json.loads(text) if text else None
+    except ValueError:
+        body = None
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        body = body[0]  # Gemini's JSON-array stream wraps its error in a list
+    return provider.error(resp.status_code, body, text, _retry_after(resp.headers))
+
+
+def post(session, provider, url, headers, body, timeout, stream):
+    host = _host(url)
+    if stream:
+        headers = {**headers, "Accept": "text/event-stream", "Accept-Encoding": "identity"}
+    try:
+        return session.post(url, json=body, headers=headers, timeout=timeout, stream=stream)
+    except requests.exceptions.ConnectTimeout:
+        raise _fault(504, f"Timed out connecting to {provider.name} ({host}).", "connect") from None
+    except requests.exceptions.ReadTimeout:
+        raise _fault(504, f"{provider.name} ({host}) did not answer in time.", "timeout",
+                     "upstream_timeout") from None
+    except requests.exceptions.RequestException as e:
+        kind = type(e).__name__
+        raise _fault(502, f"Could not reach {provider.name} ({host}): {kind}.", "connect") from None
+
+
+def complete(session, provider, request, model, id_, created, timeout):
+    """One non-streaming call: (completion dict, upstream response headers)."""
+    url, headers, body = provider.prepare(request, model, stream=False)
+    resp = post(session, provider, url, headers, body, timeout, stream=False)
+    if resp.status_code >= 400:
+        raise _error_from_response(provider, resp)
+    try:
+        data = resp.json()
+    except ValueError:
+        raise _fault(502, f"{provider.name} returned a body that is not JSON.", "malformed") from None
+    return provider.parse(data, model, id_, created)
+
+
+def _set_timeout(resp, seconds):
+    try:
+        resp.raw.connection.sock.settimeout(seconds)
+    except AttributeError:
+        pass
+
+
+def _raw_bytes(resp):
+    raw = resp.raw
+    if raw.chunked and raw.supports_chunked_reads():
+        yield from raw.read_chunked(decode_content=True)
+        return
+    while True:
+        data = raw.read1(65536)
+        if not data:
+            return
+        yield data
+
+
+class UpstreamStream:
+    """An open upstream stream, already past its first event, yielding OpenAI chunks.
+
+    Iterating raises UpstreamError(reason=stall|cut|...) when the stream breaks after it started;
+    `close()` (also called when the client goes away) drops the upstream connection at once.
+    """
+
+    def __init__(self, provider, resp, state, read_timeout):
+        self.provider = provider
+        self.resp = resp
+        self.state = state
+        self.read_timeout = read_timeout
+        self.malformed = 0
+        self.finished = False
+        self._events = sseclient.SSEClient(_raw_bytes(resp)).events()
+        self._pending = []
+
+    def start(self):
+        """Read until the first chunk so an upstream failure can still be failed over cleanly."""
+        while not self._pending and not self.finished:
+            self._pending = self._next_chunks(first=True)
+        _set_timeout(self.resp, self.read_timeout)
+        return self
+
+    def _next_chunks(self, first=False):
+        try:
+            event = next(self._events)
+        except StopIteration:
+            return self._end()
+        except (urllib3.exceptions.ReadTimeoutError, requests.exceptions.ReadTimeout, TimeoutError):
+            name = self.provider.name
+            if first:
+                raise _fault(504, f"{name} sent no first token in time.", "first_token", "upstream_timeout") from None
+            raise _fault(504, f"The {name} stream stalled.", "stall", "upstream_timeout") from None
+        except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError):
+            raise _fault(502, f"The {self.provider.name} stream was cut off.", "cut") from None
+        data = event.data
+        if data == "[DONE]":
+            return self._end(done=True)
+        if not data:
+            return []
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            self.malformed += 1
+            log.warning("skipped a malformed event from %s", self.provider.name)
+            return []
+        if not isinstance(payload, dict):
+            self.malformed += 1
+            return []
+        return self.state.feed(event.event if event.event != "message" else "", payload)
+
+    def _end(self, done=False):
+        self.finished = True
+        chunks = self.state.finish()
+        if self.state.finish_reason is None:
+            raise _fault(502, f"The {self.provider.name} stream ended before the answer was complete.", "cut")
+        return chunks
+
+    def __iter__(self):
+        try:
+            while True:
+                if self._pending:
+                    chunks, self._pending = self._pending, []
+                    yield from chunks
+                if self.finished:
+                    return
+                self._pending = self._next_chunks()
+        finally:
+            self.close()
+
+    def close(self):
+        self.resp.close()
+
+
+def open_stream(session, provider, request, model, id_, created, timeout, read_timeout):
+    url, headers, body = provider.prepare(request, model, stream=True)
+    resp = post(session, provider, url, headers, body, timeout, stream=True)
+    if resp.status_code >= 400:
+        try:
+            raise _error_from_response(provider, resp)
+        finally:
+            resp.close()
+    stream = UpstreamStream(provider, resp, provider.stream_state(model, id_, created), read_timeout)
+    try:
+        return stream.start()
+    except BaseException:
+        stream.close()
+        raise

@@ -1,0 +1,90 @@
+"""Shapes of OpenAI's chat completion API that every translator builds: one source of truth.
+
+Pure functions only: no I/O, no clock except where a caller passes none.
+"""
+import secrets
+import time
+
+FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter", "function_call")
+
+
+class UpstreamError(Exception):
+    """An upstream said no (HTTP error, error event mid-stream, blocked prompt).
+
+    `status` is the HTTP status the gateway would answer with, `error` the OpenAI error object
+    (`{"message", "type", "param", "code"}`), `retry_after` seconds when the upstream gave one,
+    `upstream_status` the status the provider itself sent (None for stream events), `reason` a short
+    word for what went wrong in transport (timeout, connect, reset, cut, stall), None for HTTP errors.
+    """
+
+    def __init__(self, status, error, retry_after=None, upstream_status=None, reason=None):
+        super().__init__(error.get("message", ""))
+        self.status = status
+        self.error = error
+        self.retry_after = retry_after
+        self.upstream_status = upstream_status if upstream_status is not None else status
+        self.reason = reason
+
+
+def error_object(message, type_="invalid_request_error", param=None, code=None):
+    return {"message": message, "type": type_, "param": param, "code": code}
+
+
+def new_completion_id():
+    return "chatcmpl-" + secrets.token_urlsafe(21).replace("-", "a").replace("_", "b")
+
+
+def new_tool_call_id():
+    return "call_" + secrets.token_urlsafe(18).replace("-", "a").replace("_", "b")
+
+
+def completion(id_, created, model, message, finish_reason, usage, index=0):
+    """A whole `chat.completion` with one choice."""
+    return {
+        "id": id_,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": index, "message": message, "logprobs": None, "finish_reason": finish_reason}],
+        "usage": usage,
+    }
+
+
+def chunk(id_, created, model, delta, finish_reason=None, index=0):
+    """One `chat.completion.chunk` with one choice."""
+    return {
+        "id": id_,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+    }
+
+
+def usage_chunk(id_, created, model, usage):
+    """The final `choices: []` chunk OpenAI sends when `stream_options.include_usage` is set."""
+    return {"id": id_, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [], "usage": usage}
+
+
+def usage(prompt_tokens, completion_tokens, cached_tokens=0, reasoning_tokens=0):
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": reasoning_tokens},
+    }
+
+
+def now():
+    return int(time.time())
+
+
+def text_of(content):
+    """The text of an OpenAI message `content` (string, list of parts, or None)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")

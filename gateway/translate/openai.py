@@ -1,0 +1,84 @@
+"""OpenAI (and OpenAI-compatible servers): the request passes through; the stream is watched, not rewritten."""
+import copy
+
+from gateway.translate.common import UpstreamError, error_object, usage_chunk
+
+_STATUS_TYPE = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "invalid_request_error", 409: "invalid_request_error", 422: "invalid_request_error",
+                429: "rate_limit_exceeded"}
+
+
+def to_openai(request, upstream_model, stream):
+    """The client's body with our model id; streams always ask for usage so every stream is priced."""
+    body = dict(request)
+    body["model"] = upstream_model
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {**(request.get("stream_options") or {}), "include_usage": True}
+    else:
+        body.pop("stream_options", None)
+    return body
+
+
+def from_openai(body, model, id_, created):
+    """A non-streaming answer is already in shape; only sanity-check it."""
+    if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
+        raise UpstreamError(502, error_object("The upstream returned a response without choices.",
+                                              "upstream_error", None, "bad_upstream_response"))
+    return body
+
+
+class OpenAIStream:
+    """Relays chunks as they are; remembers the finish reason and holds back the usage chunk."""
+
+    def __init__(self, model, id_, created):
+        self.model = model
+        self.finish_reason = None
+        self.usage = None
+        self._usage_chunk = None
+        self.done = False
+
+    def feed(self, data):
+        if "error" in data:
+            err = data["error"] if isinstance(data["error"], dict) else {"message": str(data["error"])}
+            raise UpstreamError(502, error_object(err.get("message") or "The upstream stream failed.",
+                                                  err.get("type") or "server_error", err.get("param"),
+                                                  err.get("code")))
+        choices = data.get("choices")
+        if data.get("usage") and not choices:
+            self.usage = data["usage"]
+            self._usage_chunk = data
+            return []
+        if choices:
+            for choice in choices:
+                if choice.get("finish_reason"):
+                    self.finish_reason = choice["finish_reason"]
+        if data.get("usage"):
+            self.usage = data["usage"]
+        if "usage" in data:
+            # Intermediate chunks carry `usage: null` only when the client asked for usage; we asked for it.
+            data = {k: v for k, v in data.items() if k != "usage"}
+        return [data]
+
+    def finish(self):
+        self.done = True
+        return []
+
+    def usage_chunk(self):
+        if self._usage_chunk is not None:
+            return copy.deepcopy(self._usage_chunk)
+        return None
+
+
+def error_from_openai(status, body, text, retry_after=None):
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict) and err.get("message"):
+        error = error_object(err["message"], err.get("type") or _STATUS_TYPE.get(status, "server_error"),
+                             err.get("param"), err.get("code"))
+    else:
+        snippet = (text or "").strip()[:200]
+        error = error_object(f"The upstream answered HTTP {status}" + (f": {snippet}" if snippet else "."),
+                             _STATUS_TYPE.get(status, "server_error"), None, None)
+    if status == 429 and not error["code"]:
+        error["code"] = "rate_limit_exceeded"
+    return UpstreamError(status if 400 <= status < 600 else 502, error, retry_after, upstream_status=status)
