@@ -104,11 +104,11 @@ def _origins(env):
     return tuple(o.strip() for o in raw.split(",") if o.strip())
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Settings:
     database_url: str
     redis_url: str | None
-    provider_keys: dict
+    provider_keys: dict = dataclasses.field(repr=False)
     base_urls: dict
     port: int
     web_concurrency: int

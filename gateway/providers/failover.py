@@ -81,6 +81,7 @@ class Manager:
             try:
                 result = self._attempt(request, m, id_, created, stream, deadline)
             except UpstreamError as err:
+                err = self._own_view(err, m)
                 last = err
                 outcome.attempts.append({"provider": m.provider, "model": m.name,
                                          "status": err.upstream_status, "reason": err.reason or "http"})
@@ -93,6 +94,25 @@ class Manager:
         err = self._exhausted(last, outcome, deadline)
         err.provider = outcome.attempts[-1]["provider"] if outcome.attempts else None
         raise err
+
+    def _own_view(self, err, model):
+        """What the client may see of an upstream failure: never our provider keys, and never our
+        credential problem dressed up as theirs."""
+        secrets = [p.spec.api_key for p in self.providers.values() if p.spec.api_key]
+        for field in ("message", "param"):
+            value = err.error.get(field)
+            if isinstance(value, str):
+                for secret in secrets:
+                    value = value.replace(secret, "***")
+                err.error[field] = value
+        if err.reason is None and err.upstream_status in (401, 403):
+            log.error("PROVIDER CREDENTIALS REJECTED: %s answered %s for %s; check the gateway's key for it",
+                      model.provider, err.upstream_status, model.name)
+            return UpstreamError(502, error_object(
+                f"The gateway's credentials for {model.provider} were rejected (HTTP {err.upstream_status}); "
+                "the operator has been alerted.", "upstream_error", None, "upstream_auth_failed"),
+                upstream_status=err.upstream_status, reason="auth")
+        return err
 
     def _final(self, err):
         """A failure the client must see now: its request is wrong, and another model would say so too."""

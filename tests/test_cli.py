@@ -1,0 +1,58 @@
+"""The `gateway` command, run as a user runs it: a subprocess with DATABASE_URL set."""
+import hashlib
+import os
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import select
+
+from gateway.extensions import make_engine
+from gateway.store.models import ApiKey
+
+
+def run(args, url, check=True):
+    env = {**os.environ, "DATABASE_URL": url}
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], env=env, capture_output=True, text=True,
+                          check=check, timeout=60)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, sqlite_url):
+    return sqlite_url if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
+def test_db_upgrade_on_a_fresh_sqlite_file(tmp_path):
+    out = run(["db", "upgrade"], f"sqlite:///{tmp_path}/fresh.db")
+    assert "up to date" in out.stdout
+    assert (tmp_path / "fresh.db").exists()
+
+
+def test_keys_create_prints_the_key_alone_on_the_last_line_and_stores_its_hash(url):
+    out = run(["keys", "create", "--name", "ci-bot", "--rate-limit", "30", "--no-cache", "--cache-ttl", "60"], url)
+    key = out.stdout.strip().splitlines()[-1]
+    assert key.startswith("gw_") and " " not in key
+    with make_engine(url).connect() as conn:
+        row = conn.execute(select(ApiKey.__table__).where(ApiKey.key_hash == hashlib.sha256(key.encode()).hexdigest())).one()
+    assert (row.name, row.rate_limit_per_minute, row.cache_enabled, row.cache_ttl_seconds) == ("ci-bot", 30, False, 60)
+
+
+def test_keys_list_never_shows_a_key(url):
+    key = run(["keys", "create", "--name", "lister"], url).stdout.strip().splitlines()[-1]
+    listing = run(["keys", "list"], url).stdout
+    assert key[:11] in listing and "lister" in listing
+    assert key not in listing and key[11:] not in listing
+
+
+def test_keys_revoke_by_prefix_and_by_id(url):
+    key = run(["keys", "create", "--name", "a"], url).stdout.strip().splitlines()[-1]
+    assert "revoked" in run(["keys", "revoke", key[:11]], url).stdout
+    again = run(["keys", "revoke", key[:11]], url, check=False)
+    assert again.returncode != 0 and "no active key" in again.stderr
+
+
+def test_a_bad_setting_stops_the_command_naming_the_variable(sqlite_url):
+    env = {**os.environ, "DATABASE_URL": sqlite_url, "GATEWAY_READ_TIMEOUT": "never"}
+    out = subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "list"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode != 0 and "GATEWAY_READ_TIMEOUT" in out.stderr

@@ -1,0 +1,51 @@
+import pytest
+
+from gateway.config import ConfigError, load
+
+
+def test_defaults_need_nothing_set(tmp_path):
+    s = load({"GATEWAY_INSTANCE_DIR": str(tmp_path)})
+    assert s.database_url == f"sqlite:///{tmp_path}/gateway.db"
+    assert s.redis_url is None
+    assert s.base_urls == {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com",
+                           "gemini": "https://generativelanguage.googleapis.com"}
+    assert (s.port, s.connect_timeout, s.read_timeout, s.first_token_timeout, s.deadline) == (8080, 5, 120, 60, 300)
+    assert s.max_request_bytes == 10 * 1024 * 1024
+
+
+def test_heroku_postgres_url_is_accepted():
+    s = load({"DATABASE_URL": "postgres://u:p@db.example:5432/app"})
+    assert s.database_url == "postgresql+psycopg2://u:p@db.example:5432/app"
+
+
+def test_google_api_key_is_an_alias_for_gemini():
+    assert load({"GOOGLE_API_KEY": "g"}).provider_key("gemini") == "g"
+    assert load({"GOOGLE_API_KEY": "g", "GEMINI_API_KEY": "x"}).provider_key("gemini") == "x"
+
+
+def test_base_url_trailing_slash_is_dropped():
+    assert load({"OPENAI_BASE_URL": "http://127.0.0.1:9/v1/"}).base_urls["openai"] == "http://127.0.0.1:9/v1"
+
+
+@pytest.mark.parametrize("name,value", [
+    ("PORT", "eighty"), ("GATEWAY_READ_TIMEOUT", "-1"), ("GATEWAY_DEADLINE", "soon"),
+    ("GATEWAY_MAX_REQUEST_BYTES", "12"), ("OPENAI_BASE_URL", "ftp://x"), ("REDIS_URL", "localhost:6379"),
+    ("DATABASE_URL", "mysql://x/y"), ("WEB_CONCURRENCY", "0"), ("GATEWAY_CONFIG", "/nonexistent.toml"),
+])
+def test_a_bad_value_names_its_variable(name, value):
+    with pytest.raises(ConfigError) as e:
+        load({name: value})
+    assert name in str(e.value)
+
+
+def test_a_bad_config_file_is_named(tmp_path):
+    f = tmp_path / "gw.toml"
+    f.write_text("[models\n")
+    with pytest.raises(ConfigError) as e:
+        load({"GATEWAY_CONFIG": str(f)})
+    assert "GATEWAY_CONFIG" in str(e.value)
+
+
+def test_provider_keys_are_not_in_the_repr():
+    s = load({"OPENAI_API_KEY": "sk-very-secret"})
+    assert "sk-very-secret" not in repr(s)
