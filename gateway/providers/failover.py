@@ -105,7 +105,7 @@ class Manager:
                 for secret in secrets:
                     value = value.replace(secret, "***")
                 err.error[field] = value
-        if err.reason is None and err.upstream_status in (401, 403):
+        if err.reason == "auth" or (err.reason is None and err.upstream_status in (401, 403)):
             log.error("PROVIDER CREDENTIALS REJECTED: %s answered %s for %s; check the gateway's key for it",
                       model.provider, err.upstream_status, model.name)
             return UpstreamError(502, error_object(
