@@ -12,6 +12,7 @@ from gateway.extensions import make_engine, make_redis
 from gateway.handlers import chat, errors, health, models
 from gateway.middleware.auth import authenticate
 from gateway.providers.anthropic import AnthropicProvider
+from gateway.providers.breaker import Breakers
 from gateway.providers.failover import Manager
 from gateway.providers.gemini import GeminiProvider
 from gateway.providers.openai import OpenAIProvider
@@ -64,7 +65,8 @@ def build(settings):
     for name, provider in providers.items():
         provider.name = name
     sessions = {name: make_session(settings.upstream_pool_size) for name in providers}
-    manager = Manager(settings, registry, providers, sessions)
+    breakers = Breakers(settings.breaker_failures, settings.breaker_cooldown, redis_client)
+    manager = Manager(settings, registry, providers, sessions, breakers)
     return Gateway(settings, engine, redis_client, registry, providers, sessions, manager,
                    KeyCache(engine, settings.key_cache_seconds))
 

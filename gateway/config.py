@@ -122,6 +122,10 @@ class Settings:
     upstream_pool_size: int
     key_cache_seconds: float
     log_level: str
+    retry_after_cap: float
+    retry_backoff: float
+    breaker_failures: int
+    breaker_cooldown: float
     secret_env: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def provider_key(self, provider):
@@ -163,5 +167,9 @@ def load(env=None):
         upstream_pool_size=_int(env, "GATEWAY_UPSTREAM_POOL_SIZE", 1000, minimum=1),
         key_cache_seconds=_float(env, "GATEWAY_KEY_CACHE_SECONDS", 5.0),
         log_level=(env.get("GATEWAY_LOG_LEVEL") or "INFO").upper(),
+        retry_after_cap=_float(env, "GATEWAY_RETRY_AFTER_CAP", 3.0),
+        retry_backoff=_float(env, "GATEWAY_RETRY_BACKOFF", 0.2),
+        breaker_failures=_int(env, "GATEWAY_BREAKER_FAILURES", 3, minimum=1),
+        breaker_cooldown=_float(env, "GATEWAY_BREAKER_COOLDOWN", 10.0),
         secret_env=secret_env,
     )

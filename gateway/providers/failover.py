@@ -1,19 +1,29 @@
-"""The failover manager: owns retries, fallbacks and the request deadline.
+"""The failover manager: owns retries, fallbacks, circuit breakers and the request deadline.
 
-It walks a chain of equivalent models (the requested one first), skipping providers with no key,
-and decides per failure whether to retry, fail over, or return the error to the client.
+It walks a chain of equivalent models (the requested one first), skipping providers with no key and
+models whose breaker is open, and decides per failure:
+- 429: wait a short Retry-After (capped, inside the deadline) and retry once; otherwise fail over at once.
+- 5xx (529 included), refused or reset before any byte, a body that is not JSON: one quick jittered
+  retry, then fail over.
+- no answer (read timeout) or no first token: fail over at once; a silent route is never retried.
+- 400/404/413/422: the client's request is wrong; returned at once. A context-length error goes to the
+  model's context-length chain when one is configured. A content-policy rejection is returned as is.
+- 401/403 from the upstream (our key is wrong): fail over, logged loudly.
 """
 import dataclasses
 import logging
 import random
 import time
 
-from gateway.translate.common import UpstreamError, error_object
 from gateway.providers import transport
+from gateway.providers.resume import ResilientStream
+from gateway.translate.common import UpstreamError, error_object
 
 log = logging.getLogger("gateway")
 
 CLIENT_ERRORS = {400, 404, 413, 422}
+RETRY_ONCE = {"connect", "malformed", "http5xx"}
+MAX_ATTEMPTS = 8   # per request, over the whole chain: a persistent failure stays bounded
 
 
 @dataclasses.dataclass
@@ -28,74 +38,150 @@ class Outcome:
     def failover_used(self):
         return self.model is not None and self.model.name != self.requested
 
+    def failed(self, model, err):
+        self.attempts.append({"provider": model.provider, "model": model.name, "status": err.upstream_status,
+                              "reason": kind(err), "message": (err.error.get("message") or "")[:300]})
 
-def _is_context_length(err):
-    return (err.error.get("code") or "") == "context_length_exceeded"
 
-
-def _is_content_policy(err):
-    return (err.error.get("code") or "") in ("content_filter", "content_policy_violation")
+def kind(err):
+    """One word for what went wrong: the transport reason, or the class of HTTP status."""
+    if err.reason:
+        return err.reason
+    status = err.upstream_status or err.status
+    if status == 429:
+        return "rate_limited"
+    if status and status >= 500:
+        return "http5xx"
+    if (err.error.get("code") or "") == "context_length_exceeded":
+        return "context_length"
+    if (err.error.get("code") or "") in ("content_filter", "content_policy_violation"):
+        return "content_policy"
+    return "client_error"
 
 
 class Manager:
-    def __init__(self, settings, registry, providers, sessions):
+    def __init__(self, settings, registry, providers, sessions, breakers, sleep=time.sleep):
         self.settings = settings
         self.registry = registry
         self.providers = providers      # name -> Provider
         self.sessions = sessions        # name -> requests.Session
+        self.breakers = breakers
+        self.sleep = sleep
 
     def chain(self, model, override=None, enabled=True):
-        """The models to try, in order: the requested one, then its fallbacks."""
-        names = [model.name] + list(override if override is not None else model.fallbacks)
+        """The models to try, in order: the requested one, then its fallbacks (or the header's)."""
         models = [model]
-        if enabled:
-            for name in names[1:]:
-                m = self.registry.resolve(name)
-                if m is not None and m not in models:
-                    models.append(m)
+        if not enabled:
+            return models
+        for name in (override if override is not None else model.fallbacks):
+            m = self.registry.resolve(name)
+            if m is None:
+                if override is not None:
+                    raise UpstreamError(400, error_object(f"Unknown fallback model '{name}' in X-Gateway-Fallbacks.",
+                                                          "invalid_request_error", "X-Gateway-Fallbacks",
+                                                          "model_not_found"))
+                continue
+            if m not in models:
+                models.append(m)
         return models
 
-    def _timeouts(self, model, deadline, stream):
-        left = max(0.05, deadline - time.monotonic())
-        read = model.read_timeout or self.settings.read_timeout
-        first = model.first_token_timeout or self.settings.first_token_timeout
-        connect = min(self.settings.connect_timeout, left)
-        if stream:
-            return (connect, min(first, left)), read
-        return (connect, min(read, left)), read
+    def _usable(self, models):
+        configured = [m for m in models if self.providers[m.provider].configured]
+        allowed = [m for m in configured if self.breakers.allow(m.name)]
+        # Every breaker open: still try the chain rather than refuse; the first to recover answers.
+        return allowed or configured
 
     def run(self, request, model, id_, created, stream, fallbacks=None, failover=True):
         """(result, Outcome): a completion dict, or an open UpstreamStream for `stream=True`."""
         deadline = time.monotonic() + self.settings.deadline
         outcome = Outcome(model.name, model.provider)
-        candidates = [m for m in self.chain(model, fallbacks, failover)
-                      if self.providers[m.provider].configured]
+        chain = self.chain(model, fallbacks, failover)
+        candidates = self._usable(chain)
         if not candidates:
             raise UpstreamError(503, error_object(
                 f"No provider is configured for model '{model.name}' or its fallbacks: set "
                 f"{model.provider.upper()}_API_KEY.", "server_error", None, "provider_not_configured"))
+        result = self._walk(request, candidates, id_, created, stream, deadline, outcome, failover)
+        if stream:
+            resumable = chain if failover else [outcome.model]
+            result = ResilientStream(self, request, result, outcome, resumable, id_, created, deadline)
+        return result, outcome
+
+    def _walk(self, request, candidates, id_, created, stream, deadline, outcome, failover):
         last = None
-        for m in candidates:
-            if time.monotonic() >= deadline:
-                break
+        queue = list(candidates)
+        while queue:
+            m = queue.pop(0)
             try:
-                result = self._attempt(request, m, id_, created, stream, deadline)
+                result = self._try_model(request, m, id_, created, stream, deadline, outcome)
             except UpstreamError as err:
-                err = self._own_view(err, m)
                 last = err
-                outcome.attempts.append({"provider": m.provider, "model": m.name,
-                                         "status": err.upstream_status, "reason": err.reason or "http"})
-                if self._final(err):
+                what = kind(err)
+                if what == "context_length" and failover and m.context_fallbacks:
+                    queue = [x for x in self.chain(m, list(m.context_fallbacks)) if x is not m]
+                    queue = [x for x in queue if self.providers[x.provider].configured]
+                    continue
+                if what in ("client_error", "context_length", "content_policy"):
                     err.provider = m.provider
                     raise
+                if time.monotonic() >= deadline or len(outcome.attempts) >= MAX_ATTEMPTS:
+                    break
                 continue
             outcome.model, outcome.provider = m, m.provider
-            return result, outcome
+            return result
         err = self._exhausted(last, outcome, deadline)
         err.provider = outcome.attempts[-1]["provider"] if outcome.attempts else None
         raise err
 
-    def _own_view(self, err, model):
+    def _try_model(self, request, model, id_, created, stream, deadline, outcome):
+        """One model: the first attempt, and at most one retry when the failure deserves one."""
+        for attempt in (1, 2):
+            try:
+                result = self.attempt(request, model, id_, created, stream, deadline)
+            except UpstreamError as err:
+                err = self.own_view(err, model)
+                outcome.failed(model, err)
+                what = kind(err)
+                if what in ("client_error", "context_length", "content_policy"):
+                    raise err from None
+                self.breakers.failure(model.name)
+                wait = self._retry_wait(what, err, attempt, deadline)
+                if wait is None:
+                    raise err from None
+                self.sleep(wait)
+                continue
+            self.breakers.success(model.name)
+            return result
+        raise AssertionError("unreachable")
+
+    def _retry_wait(self, what, err, attempt, deadline):
+        """Seconds to wait before retrying the same model, or None to move on."""
+        if attempt > 1:
+            return None
+        left = deadline - time.monotonic()
+        if what == "rate_limited":
+            ra = err.retry_after
+            if ra is not None and 0 <= ra <= self.settings.retry_after_cap and ra < left:
+                return ra
+            return None
+        if what in RETRY_ONCE:
+            wait = self.settings.retry_backoff * (0.5 + random.random())
+            return wait if wait < left else None
+        return None
+
+    def attempt(self, request, model, id_, created, stream, deadline):
+        provider = self.providers[model.provider]
+        session = self.sessions[model.provider]
+        left = max(0.05, deadline - time.monotonic())
+        read = model.read_timeout or self.settings.read_timeout
+        connect = min(self.settings.connect_timeout, left)
+        if stream:
+            first = model.first_token_timeout or self.settings.first_token_timeout
+            return transport.open_stream(session, provider, request, model, id_, created,
+                                         (connect, min(first, left)), read)
+        return transport.complete(session, provider, request, model, id_, created, (connect, min(read, left)))
+
+    def own_view(self, err, model):
         """What the client may see of an upstream failure: never our provider keys, and never our
         credential problem dressed up as theirs."""
         secrets = [p.spec.api_key for p in self.providers.values() if p.spec.api_key]
@@ -114,35 +200,23 @@ class Manager:
                 upstream_status=err.upstream_status, reason="auth")
         return err
 
-    def _final(self, err):
-        """A failure the client must see now: its request is wrong, and another model would say so too."""
-        if err.reason is not None:
-            return False
-        if err.upstream_status in CLIENT_ERRORS and not _is_context_length(err):
-            return True
-        return _is_content_policy(err)
-
-    def _attempt(self, request, model, id_, created, stream, deadline):
-        provider = self.providers[model.provider]
-        session = self.sessions[model.provider]
-        timeout, read = self._timeouts(model, deadline, stream)
-        if stream:
-            return transport.open_stream(session, provider, request, model, id_, created, timeout, read)
-        return transport.complete(session, provider, request, model, id_, created, timeout)
-
     def _exhausted(self, last, outcome, deadline):
-        if last is not None and len(outcome.attempts) == 1:
-            return last
-        tried = ", ".join(f"{a['provider']}/{a['model']} ({a['reason'] if a['reason'] != 'http' else a['status']})"
-                          for a in outcome.attempts)
+        if last is not None and len({a["model"] for a in outcome.attempts}) == 1 and \
+                time.monotonic() < deadline:
+            return last  # one model tried (perhaps twice): its own error says the most
+        tried = ", ".join(f"{a['provider']}/{a['model']} ({a['reason']})" for a in outcome.attempts)
         timed_out = time.monotonic() >= deadline
-        status = 504 if timed_out else 502
+        if timed_out:
+            status, code = 504, "deadline_exceeded"
+        elif all(a["reason"] in ("rate_limited", "http5xx") and a["status"] in (429, 503, 529)
+                 for a in outcome.attempts):
+            status, code = 503, "all_providers_unavailable"
+        else:
+            status, code = 502, "all_providers_failed"
         message = f"Every provider failed for this request. Tried: {tried or 'none'}."
         if last is not None:
             message += f" Last error: {last.error.get('message')}"
-        return UpstreamError(status, error_object(message, "upstream_error", None,
-                                                  "deadline_exceeded" if timed_out else "all_providers_failed"))
-
-
-def jittered(base):
-    return base * (0.5 + random.random())
+        err = UpstreamError(status, error_object(message, "upstream_error", None, code))
+        if last is not None and status == 503 and last.retry_after:
+            err.retry_after = last.retry_after
+        return err

@@ -1,0 +1,126 @@
+"""Mid-stream recovery: when a stream stalls or is cut after bytes were sent, continue the answer.
+
+The continuation goes first to the same model (it counts as that model's retry), then to the next
+models of the chain, as the original messages plus the partial answer as a final assistant message
+(a prefill), so the client receives one whole answer with no text repeated or lost. Only models that
+can continue a prefill are asked. When none can, the stream ends with an error event naming the
+original failure, never with a clean finish.
+"""
+import logging
+
+from gateway.translate.common import UpstreamError
+
+log = logging.getLogger("gateway")
+
+
+def continuation_request(request, partial):
+    body = dict(request)
+    if partial:
+        body["messages"] = list(request["messages"]) + [{"role": "assistant", "content": partial.rstrip()}]
+    return body
+
+
+class ResilientStream:
+    def __init__(self, manager, request, upstream, outcome, chain, id_, created, deadline):
+        self.manager = manager
+        self.request = request
+        self.upstream = upstream
+        self.outcome = outcome
+        self.chain = chain          # the models of the request's chain, in order
+        self.id = id_
+        self.created = created
+        self.deadline = deadline
+        self.state = upstream.state
+        self.text = []
+        self.tool_calls_sent = False
+        self.resumed_on = []        # models asked to continue, in order
+        self._trim_pending = False
+
+    @property
+    def malformed(self):
+        return self.upstream.malformed
+
+    def __iter__(self):
+        stream, skip_role = self.upstream, False
+        original = None
+        while True:
+            try:
+                for chunk in stream:
+                    chunk = self._track(chunk, skip_role)
+                    if chunk is not None:
+                        yield chunk
+                self.state = stream.state
+                return
+            except UpstreamError as err:
+                original = original or err
+                failed = self.outcome.model
+                self.outcome.failed(failed, err)
+                self.manager.breakers.failure(failed.name)
+                log.warning("stream from %s broke (%s) after %d characters; trying to continue",
+                            failed.name, err.reason or err.status, sum(map(len, self.text)))
+                stream = None if self.tool_calls_sent else self._continue(failed)
+                if stream is None:
+                    raise UpstreamError(original.status, original.error, reason=original.reason) from None
+                self.upstream, skip_role = stream, True
+
+    def _track(self, chunk, skip_role):
+        if self.resumed_on and chunk.get("id") != self.id:
+            chunk = {**chunk, "id": self.id, "created": self.created}
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            if skip_role and "role" in delta:
+                delta = {k: v for k, v in delta.items() if k != "role"}
+                if not delta.get("content") and not delta.get("tool_calls") and not choice.get("finish_reason"):
+                    return None
+                choice = {**choice, "delta": delta}
+                chunk = {**chunk, "choices": [choice]}
+            if delta.get("content"):
+                content = delta["content"]
+                if self._needs_space_trim(content):
+                    content = content.lstrip()
+                    chunk = {**chunk, "choices": [{**choice, "delta": {**delta, "content": content}}]}
+                    if not content:
+                        return None
+                self.text.append(content)
+            if delta.get("tool_calls"):
+                self.tool_calls_sent = True
+        return chunk
+
+    def _needs_space_trim(self, content):
+        """The prefill was sent without its trailing white space (Anthropic rejects it); the client
+        already has that white space, so the continuation must not repeat it."""
+        if not self._trim_pending:
+            return False
+        self._trim_pending = False
+        sent = "".join(self.text)
+        return sent != sent.rstrip() and content[:1].isspace()
+
+    def _candidates(self, failed):
+        """The failed model once more (its retry), then the models after it in the chain."""
+        names = [m.name for m in self.chain]
+        after = self.chain[names.index(failed.name) + 1:] if failed.name in names else []
+        partial = "".join(self.text)
+        return [m for m in [failed] + after
+                if m.name not in self.resumed_on and self.manager.providers[m.provider].configured
+                and (not partial or m.can("prefill"))]
+
+    def _continue(self, failed):
+        body = continuation_request(self.request, "".join(self.text))
+        for model in self._candidates(failed):
+            self.resumed_on.append(model.name)
+            try:
+                stream = self.manager.attempt(body, model, self.id, self.created, True, self.deadline)
+            except UpstreamError as err:
+                err = self.manager.own_view(err, model)
+                self.outcome.failed(model, err)
+                self.outcome.attempts[-1]["resumed"] = True
+                self.manager.breakers.failure(model.name)
+                continue
+            self.outcome.model, self.outcome.provider = model, model.provider
+            self._trim_pending = True
+            self.state = stream.state
+            return stream
+        return None
+
+    def close(self):
+        self.upstream.close()
