@@ -1,0 +1,302 @@
+"""What each upstream failure triggers, with the providers' wire formats mocked by `responses`."""
+import json
+import logging
+
+import pytest
+import requests
+import responses
+
+from tests.providers.wire import (ANTHROPIC_URL, GEMINI_BASE, OPENAI_URL, anthropic_error, anthropic_message,
+                                  anthropic_stream, gemini_response, openai_completion, openai_error,
+                                  openai_stream)
+
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}
+GEMINI_FLASH = GEMINI_BASE + "gemini-2.5-flash:generateContent"
+
+
+@pytest.fixture
+def gw(make_app):
+    """A client and the app's failover manager, with sleeps recorded instead of slept."""
+    def factory(**env):
+        app, key = make_app(**env)
+        c = app.test_client()
+        c.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+        manager = app.extensions["gateway"].manager
+        manager.slept = []
+        manager.sleep = manager.slept.append
+        return c, manager
+    return factory
+
+
+def chat(client, body=BODY, **headers):
+    return client.post("/v1/chat/completions", json=body, headers=headers)
+
+
+@responses.activate
+def test_429_with_a_short_retry_after_waits_and_retries_the_same_model(gw):
+    client, manager = gw()
+    responses.post(OPENAI_URL, json=openai_error(429, "Rate limit reached", "requests", "rate_limit_exceeded"),
+                   status=429, headers={"Retry-After": "1"})
+    responses.post(OPENAI_URL, json=openai_completion())
+    resp = chat(client)
+    assert resp.status_code == 200
+    assert resp.headers["X-Provider"] == "openai" and resp.headers["X-Failover"] == "false"
+    assert manager.slept == [1.0]
+    assert len(responses.calls) == 2
+
+
+@responses.activate
+def test_429_with_a_long_retry_after_fails_over_at_once(gw):
+    client, manager = gw()
+    openai = responses.post(OPENAI_URL, json=openai_error(429, "Rate limit reached", "requests"), status=429,
+                            headers={"Retry-After": "30"})
+    responses.post(ANTHROPIC_URL, json=anthropic_message())
+    resp = chat(client)
+    assert resp.status_code == 200
+    assert resp.headers["X-Provider"] == "anthropic" and resp.headers["X-Failover"] == "true"
+    assert resp.headers["X-Original-Provider"] == "openai"
+    assert resp.headers["X-Model"] == "claude-haiku-4-5-20251001"
+    assert resp.get_json()["model"] == "claude-haiku-4-5-20251001"
+    assert resp.get_json()["choices"][0]["message"]["content"] == "Hello from Claude."
+    assert openai.call_count == 1 and manager.slept == []
+
+
+@responses.activate
+def test_500_once_is_retried_on_the_same_model_with_a_short_jittered_wait(gw):
+    client, manager = gw()
+    responses.post(OPENAI_URL, json=openai_error(500), status=500)
+    responses.post(OPENAI_URL, json=openai_completion())
+    resp = chat(client)
+    assert resp.status_code == 200 and resp.headers["X-Provider"] == "openai"
+    assert len(manager.slept) == 1 and 0 < manager.slept[0] <= 0.3
+
+
+@responses.activate
+def test_persistent_503_retries_once_then_fails_over(gw):
+    client, _ = gw()
+    openai = responses.post(OPENAI_URL, json=openai_error(503, "The engine is currently overloaded"), status=503)
+    responses.post(ANTHROPIC_URL, json=anthropic_message())
+    resp = chat(client)
+    assert resp.status_code == 200 and resp.headers["X-Provider"] == "anthropic"
+    assert openai.call_count == 2
+
+
+@responses.activate
+def test_anthropic_529_is_retried_then_failed_over(gw):
+    client, _ = gw()
+    anthropic = responses.post(ANTHROPIC_URL, json=anthropic_error(529, "overloaded_error", "Overloaded"),
+                               status=529)
+    openai = responses.post(OPENAI_URL, json=openai_completion())
+    resp = chat(client, {**BODY, "model": "claude-haiku-4-5"})
+    assert resp.status_code == 200 and resp.headers["X-Provider"] == "openai"
+    assert anthropic.call_count == 2 and openai.call_count == 1
+
+
+@responses.activate
+def test_a_reset_before_any_byte_is_retried_then_failed_over(gw):
+    client, _ = gw()
+    openai = responses.post(OPENAI_URL, body=requests.exceptions.ConnectionError("Connection reset by peer"))
+    responses.post(ANTHROPIC_URL, json=anthropic_message())
+    resp = chat(client)
+    assert resp.status_code == 200 and resp.headers["X-Provider"] == "anthropic"
+    assert openai.call_count == 2
+
+
+@responses.activate
+def test_a_timeout_fails_over_without_retrying_the_silent_route(gw):
+    client, _ = gw()
+    openai = responses.post(OPENAI_URL, body=requests.exceptions.ReadTimeout("read timed out"))
+    responses.post(ANTHROPIC_URL, json=anthropic_message())
+    resp = chat(client)
+    assert resp.status_code == 200 and resp.headers["X-Provider"] == "anthropic"
+    assert openai.call_count == 1
+
+
+@responses.activate
+def test_a_client_error_is_returned_at_once_without_retry_or_failover(gw):
+    client, _ = gw()
+    openai = responses.post(OPENAI_URL, json=openai_error(400, "Invalid 'messages[0].content'.",
+                                                          "invalid_request_error"), status=400)
+    anthropic = responses.post(ANTHROPIC_URL, json=anthropic_message())
+    resp = chat(client)
+    assert resp.status_code == 400
+    assert resp.get_json()["error"]["message"] == "Invalid 'messages[0].content'."
+    assert openai.call_count == 1 and anthropic.call_count == 0
+
+
+@responses.activate
+def test_a_content_policy_rejection_is_returned_after_exactly_one_attempt(gw):
+    client, _ = gw()
+    openai = responses.post(OPENAI_URL, json=openai_error(400, "Your request was rejected by our safety system.",
+                                                          "invalid_request_error", "content_policy_violation"),
+                            status=400)
+    resp = chat(client)
+    assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "content_policy_violation"
+    assert "safety system" in resp.get_json()["error"]["message"]
+    assert openai.call_count == 1
+
+
+@responses.activate
+def test_a_context_length_error_goes_to_the_context_chain_when_configured(gw, tmp_path):
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('[models."gpt-4o-mini"]\ncontext_fallbacks = ["gemini-2.5-flash"]\n')
+    client, _ = gw(GATEWAY_CONFIG=str(cfg))
+    openai = responses.post(OPENAI_URL, json=openai_error(400, "This model's maximum context length is 128000 tokens.",
+                                                          "invalid_request_error", "context_length_exceeded"),
+                            status=400)
+    anthropic = responses.post(ANTHROPIC_URL, json=anthropic_message())
+    gemini = responses.post(GEMINI_FLASH, json=gemini_response())
+    resp = chat(client)
+    assert resp.status_code == 200 and resp.headers["X-Model"] == "gemini-2.5-flash"
+    assert openai.call_count == 1 and anthropic.call_count == 0 and gemini.call_count == 1
+
+
+@responses.activate
+def test_a_context_length_error_without_a_context_chain_is_returned(gw):
+    client, _ = gw()
+    responses.post(OPENAI_URL, json=openai_error(400, "This model's maximum context length is 128000 tokens.",
+                                                 "invalid_request_error", "context_length_exceeded"), status=400)
+    resp = chat(client)
+    assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "context_length_exceeded"
+
+
+@responses.activate
+def test_an_upstream_401_fails_over_and_is_logged_loudly(gw, caplog):
+    client, _ = gw()
+    responses.post(OPENAI_URL, json=openai_error(401, "Incorrect API key provided: sk-test-openai-SECRET.",
+                                                 "invalid_request_error", "invalid_api_key"), status=401)
+    responses.post(ANTHROPIC_URL, json=anthropic_message())
+    with caplog.at_level(logging.ERROR, logger="gateway"):
+        resp = chat(client)
+    assert resp.status_code == 200 and resp.headers["X-Provider"] == "anthropic"
+    assert any("CREDENTIALS REJECTED" in r.getMessage() for r in caplog.records)
+    assert "SECRET" not in caplog.text
+
+
+@responses.activate
+def test_a_chain_skips_a_provider_with_no_key(gw):
+    client, _ = gw(OPENAI_API_KEY=None)
+    anthropic = responses.post(ANTHROPIC_URL, json=anthropic_message())
+    resp = chat(client)
+    assert resp.status_code == 200 and resp.headers["X-Provider"] == "anthropic"
+    assert anthropic.call_count == 1 and len(responses.calls) == 1
+
+
+@responses.activate
+def test_no_configured_provider_is_a_clear_503(gw):
+    client, _ = gw(OPENAI_API_KEY=None, ANTHROPIC_API_KEY=None, GEMINI_API_KEY=None)
+    resp = chat(client)
+    assert resp.status_code == 503 and resp.get_json()["error"]["code"] == "provider_not_configured"
+
+
+@responses.activate
+def test_failover_off_for_one_request(gw):
+    client, _ = gw()
+    responses.post(OPENAI_URL, json=openai_error(503), status=503)
+    anthropic = responses.post(ANTHROPIC_URL, json=anthropic_message())
+    resp = chat(client, **{"X-Gateway-Failover": "off"})
+    assert resp.status_code == 503 and anthropic.call_count == 0
+
+
+@responses.activate
+def test_a_per_request_chain_from_a_header(gw):
+    client, _ = gw()
+    responses.post(OPENAI_URL, json=openai_error(503), status=503)
+    anthropic = responses.post(ANTHROPIC_URL, json=anthropic_message())
+    responses.post(GEMINI_FLASH, json=gemini_response())
+    resp = chat(client, **{"X-Gateway-Fallbacks": "gemini-2.5-flash,claude-haiku-4-5"})
+    assert resp.status_code == 200 and resp.headers["X-Model"] == "gemini-2.5-flash"
+    assert anthropic.call_count == 0
+
+
+def test_an_unknown_model_in_the_fallback_header_is_a_400(gw):
+    client, _ = gw()
+    resp = chat(client, **{"X-Gateway-Fallbacks": "nope-1"})
+    assert resp.status_code == 400 and resp.get_json()["error"]["param"] == "X-Gateway-Fallbacks"
+
+
+@responses.activate
+def test_every_provider_failing_is_a_clear_error_naming_them(gw):
+    client, _ = gw()
+    responses.post(OPENAI_URL, json=openai_error(500), status=500)
+    responses.post(ANTHROPIC_URL, json=anthropic_error(500), status=500)
+    responses.post(GEMINI_FLASH, json={"error": {"code": 500, "message": "Internal error", "status": "INTERNAL"}},
+                   status=500)
+    resp = chat(client)
+    assert resp.status_code == 502
+    err = resp.get_json()["error"]
+    assert err["code"] == "all_providers_failed"
+    for name in ("openai/gpt-4o-mini", "anthropic/claude-haiku-4-5-20251001", "gemini/gemini-2.5-flash"):
+        assert name in err["message"]
+    assert len(responses.calls) == 6   # one retry each, bounded
+
+
+@responses.activate
+def test_the_breaker_opens_then_probes_then_closes(gw):
+    client, manager = gw(GATEWAY_BREAKER_FAILURES="2", GATEWAY_BREAKER_COOLDOWN="30")
+    now = [1000.0]
+    manager.breakers.clock = lambda: now[0]
+    openai = responses.post(OPENAI_URL, json=openai_error(503), status=503)
+    responses.post(ANTHROPIC_URL, json=anthropic_message())
+    assert chat(client).headers["X-Provider"] == "anthropic"       # 2 failures: the breaker opens
+    assert openai.call_count == 2
+    for _ in range(3):                                              # open: OpenAI is not even tried
+        assert chat(client).headers["X-Provider"] == "anthropic"
+    assert openai.call_count == 2
+    now[0] += 31                                                    # cool-down over: one probe
+    responses.replace(responses.POST, OPENAI_URL, json=openai_completion())
+    assert chat(client).headers["X-Provider"] == "openai"
+    assert chat(client).headers["X-Provider"] == "openai"           # closed again
+    assert manager.breakers.status("gpt-4o-mini") == "closed"
+
+
+@responses.activate
+def test_a_stream_that_fails_before_its_first_byte_fails_over_like_a_call(gw):
+    client, _ = gw()
+    responses.post(OPENAI_URL, json=openai_error(503), status=503)
+    responses.post(ANTHROPIC_URL, body=anthropic_stream(["Hello", " there", "!"]),
+                   content_type="text/event-stream", stream=True)
+    resp = chat(client, {**BODY, "stream": True})
+    assert resp.status_code == 200 and resp.headers["X-Failover"] == "true"
+    data = [line[6:] for line in resp.get_data(as_text=True).split("\n\n") if line]
+    assert data[-1] == "[DONE]"
+    text = "".join(json.loads(d)["choices"][0]["delta"].get("content") or "" for d in data[:-1])
+    assert text == "Hello there!"
+
+
+@responses.activate
+def test_a_stream_cut_midway_is_continued_with_a_prefill_and_no_text_lost(gw):
+    client, _ = gw()
+    calls = []
+
+    def anthropic(request):
+        body = json.loads(request.body)
+        calls.append(body)
+        if len(calls) == 1:
+            return 200, {"Content-Type": "text/event-stream"}, anthropic_stream(["The quick", " brown fox "], complete=False)
+        return 200, {"Content-Type": "text/event-stream"}, anthropic_stream([" jumps", " over."])
+    responses.add_callback(responses.POST, ANTHROPIC_URL, callback=anthropic)
+    resp = chat(client, {**BODY, "model": "claude-haiku-4-5", "stream": True})
+    data = [line[6:] for line in resp.get_data(as_text=True).split("\n\n") if line]
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(d) for d in data[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert text == "The quick brown fox jumps over."
+    assert [c["choices"][0]["delta"].get("role") for c in chunks].count("assistant") == 1
+    assert len({c["id"] for c in chunks}) == 1
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert calls[1]["messages"][-1] == {"role": "assistant", "content": [{"type": "text", "text": "The quick brown fox"}]} \
+        or calls[1]["messages"][-1]["content"] == "The quick brown fox"
+
+
+@responses.activate
+def test_a_cut_stream_no_model_can_continue_ends_with_an_error_not_a_clean_stop(gw):
+    client, _ = gw(ANTHROPIC_API_KEY=None, GEMINI_API_KEY=None)
+    responses.post(OPENAI_URL, body=openai_stream(["Partial", " answer"], complete=False),
+                   content_type="text/event-stream", stream=True)
+    resp = chat(client, {**BODY, "stream": True})
+    data = [line[6:] for line in resp.get_data(as_text=True).split("\n\n") if line]
+    assert "[DONE]" not in data
+    assert "error" in json.loads(data[-1])
+    assert not any(json.loads(d).get("choices") and json.loads(d)["choices"][0].get("finish_reason") == "stop"
+                   for d in data[:-1])
