@@ -9,7 +9,9 @@ worker_connections = int(os.environ.get("GATEWAY_WORKER_CONNECTIONS", "4000"))
 # gevent workers heartbeat from their event loop, so a long healthy stream never trips this.
 timeout = int(os.environ.get("GATEWAY_WORKER_TIMEOUT", "60"))
 graceful_timeout = int(os.environ.get("GATEWAY_GRACEFUL_TIMEOUT", "120"))
-keepalive = 75
+# Idle keep-alive connections hold a worker's graceful stop until they time out: keep them short.
+# (nginx reconnects at no cost; see deploy/nginx.conf.)
+keepalive = int(os.environ.get("GATEWAY_KEEPALIVE", "5"))
 max_requests = int(os.environ.get("GATEWAY_MAX_REQUESTS", "0"))
 max_requests_jitter = max(1, max_requests // 10) if max_requests else 0
 forwarded_allow_ips = os.environ.get("GATEWAY_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")

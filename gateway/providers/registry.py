@@ -4,6 +4,7 @@ The table is data (`gateway/data/models.toml`), extended and overridden by the G
 adding a model is a data change, not code.
 """
 import dataclasses
+from decimal import Decimal, InvalidOperation
 import tomllib
 from importlib import resources
 
@@ -36,6 +37,7 @@ class Model:
     context_fallbacks: tuple = ()
     read_timeout: float | None = None
     first_token_timeout: float | None = None
+    price: tuple | None = None       # (input, output) USD per 1M tokens from the config file, if given
 
     def can(self, capability):
         return capability in self.capabilities
@@ -55,7 +57,17 @@ def _model(name, row, defaults):
         context_window=row.get("context_window"), max_output_tokens=row.get("max_output_tokens"),
         default_max_tokens=row.get("default_max_tokens"), capabilities=frozenset(caps),
         fallbacks=tuple(row.get("fallbacks", ())), context_fallbacks=tuple(row.get("context_fallbacks", ())),
-        read_timeout=row.get("read_timeout"), first_token_timeout=row.get("first_token_timeout"))
+        read_timeout=row.get("read_timeout"), first_token_timeout=row.get("first_token_timeout"),
+        price=_price(name, row))
+
+
+def _price(name, row):
+    if "input_price" not in row and "output_price" not in row:
+        return None
+    try:
+        return (Decimal(str(row["input_price"])), Decimal(str(row["output_price"])))
+    except (KeyError, InvalidOperation):
+        raise ConfigError(f"model {name!r}: input_price and output_price must both be numbers") from None
 
 
 class Registry:
