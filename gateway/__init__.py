@@ -10,6 +10,7 @@ from flask import Flask, g, request
 from gateway import config as config_module
 from gateway.extensions import make_engine, make_redis
 from gateway.handlers import chat, errors, health, models
+from gateway.middleware import cors
 from gateway.middleware.auth import authenticate
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.breaker import Breakers
@@ -83,6 +84,9 @@ def create_app(settings=None):
         g.start = time.perf_counter()
         g.request_id = "req_" + secrets.token_hex(12)
         gw.start_background()
+        answer = cors.preflight(settings.cors_origins)
+        if answer is not None:
+            return answer
         if request.path.startswith("/v1/") or request.path == "/v1":
             authenticate()
 
@@ -91,6 +95,7 @@ def create_app(settings=None):
         resp.headers["X-Request-Id"] = g.get("request_id", "")
         if "X-Provider" not in resp.headers:
             resp.headers["X-Provider"] = g.get("provider") or "gateway"
+        cors.decorate(settings.cors_origins, resp)
         if "X-Latency-Ms" not in resp.headers and "start" in g:
             resp.headers["X-Latency-Ms"] = str(int((time.perf_counter() - g.start) * 1000))
         return resp
