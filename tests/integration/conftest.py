@@ -1,0 +1,105 @@
+"""Real servers on free ports: the provider simulator, and the gateway under gunicorn + gevent workers."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from gateway.extensions import make_engine
+from gateway.simulator import spawn_process
+from gateway.store.keys import create_key
+from tests.conftest import free_port
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def simulator():
+    proc, base = spawn_process(["--tokens", "12"])
+    yield base
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def paced_simulator():
+    """A simulator whose streams take a while, so chunk-by-chunk delivery is visible."""
+    proc, base = spawn_process(["--tokens", "20", "--tokens-per-second", "40"])
+    yield base
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def _clean_simulator_rules(request):
+    for name in ("simulator", "paced_simulator"):
+        if name in request.fixturenames:
+            requests.post(request.getfixturevalue(name) + "/_sim/reset", timeout=5)
+
+
+class Server:
+    def __init__(self, proc, base_url, key, database_url, log_path):
+        self.proc, self.base_url, self.key, self.database_url, self.log_path = proc, base_url, key, database_url, log_path
+
+    @property
+    def headers(self):
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+
+def simulator_env(base):
+    return {"OPENAI_BASE_URL": base + "/v1", "ANTHROPIC_BASE_URL": base, "GEMINI_BASE_URL": base,
+            "OPENAI_API_KEY": "sk-sim-openai-SECRET", "ANTHROPIC_API_KEY": "sk-ant-sim-SECRET",
+            "GEMINI_API_KEY": "AIza-sim-SECRET"}
+
+
+@pytest.fixture
+def start_gateway(sqlite_url, tmp_path):
+    """start_gateway(upstream_base, workers=2, **env) -> Server: gunicorn + gevent, as the Procfile runs it."""
+    procs = []
+
+    def start(upstream_base, workers=1, database_url=None, **env):
+        port = free_port()
+        url = database_url or sqlite_url
+        full = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OPENAI_", "ANTHROPIC_", "GEMINI_"))}
+        full.update(simulator_env(upstream_base))
+        full.update({"DATABASE_URL": url, "PORT": str(port), "WEB_CONCURRENCY": str(workers),
+                     "GATEWAY_ACCESS_LOG": "", "GATEWAY_KEEPALIVE": "1", "PYTHONPATH": ROOT})
+        full.update({k: str(v) for k, v in env.items() if v is not None})
+        for k, v in env.items():
+            if v is None:
+                full.pop(k, None)
+        log_path = tmp_path / f"gunicorn-{port}.log"
+        log = open(log_path, "w")
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+                                cwd=ROOT, env=full, stdout=log, stderr=subprocess.STDOUT)
+        procs.append(proc)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited {proc.returncode}: {open(log_path).read()[-2000:]}")
+            try:
+                if requests.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("gunicorn did not become healthy: " + open(log_path).read()[-2000:])
+        key, _ = create_key(make_engine(url), "integration")
+        return Server(proc, base, key, url, log_path)
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
