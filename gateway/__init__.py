@@ -7,7 +7,7 @@ import time
 
 from flask import Flask, g, request
 
-from gateway import config as config_module
+from gateway import applog, config as config_module
 from gateway.extensions import make_engine, make_redis
 from gateway.handlers import chat, errors, health, models
 from gateway.middleware import cors
@@ -74,6 +74,7 @@ def build(settings):
 
 def create_app(settings=None):
     settings = settings or config_module.load()
+    applog.configure(settings.log_level)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False
