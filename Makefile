@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test migrate clean
+.PHONY: install run test migrate clean system-deps
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,17 @@ migrate: install
 run: migrate
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py wsgi:app
 
-test: install
+# Debian's nginx (for the test that puts the gateway behind it) and wrk (for `make bench`), when root.
+system-deps:
+	@if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ] || ! command -v wrk >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -q nginx-light wrk >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q nginx-light wrk >/dev/null 2>&1)) || \
+	    echo "warning: could not install nginx-light and wrk"; \
+	  else echo "note: nginx or wrk missing; the tests that need them skip (they fail when CI is set)"; fi; \
+	fi
+
+test: install system-deps
 	$(PY) -m pytest -q
 
 clean:
