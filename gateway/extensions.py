@@ -51,14 +51,19 @@ def make_engine(url):
     )
 
 
-def make_redis(url):
+def make_redis(url, max_connections=200):
+    """A blocking pool: with more callers than connections a request waits briefly for one, where
+    redis-py's default pool (100, then MaxConnectionsError) would make the limiter fail open."""
     if not url:
         return None
     import redis
-    return redis.Redis.from_url(
+    pool = redis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=0.25,                 # waiting for a free connection
         socket_timeout=0.25,          # a slow Redis must not hold a request
         socket_connect_timeout=0.25,
         health_check_interval=30,
         retry_on_timeout=False,
     )
+    return redis.Redis(connection_pool=pool)

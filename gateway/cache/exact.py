@@ -1,0 +1,276 @@
+"""Exact-match response cache: the same request (same scope) gets the stored answer instead of a new upstream call.
+
+The key is a hash of everything in the request that can change the answer. A field counts unless it is
+known not to: a new OpenAI parameter then makes requests differ (a missed hit) instead of making different
+requests share an answer (a wrong one). `ANSWER_FIELDS` lists the parameters we know change the answer;
+`IGNORED_FIELDS` the few we know do not. `stream` is ignored, so a streamed and a plain request share an entry:
+the stored entry is always a whole chat.completion, and the caller replays it as events when asked to stream.
+
+Single-flight: when identical requests arrive together and nothing is stored yet, one of them takes a short
+lock (SET NX PX in Redis, so across workers) and calls upstream; the others poll for the entry with short sleeps
+(which yield under gevent) and are answered from it. The lock is advisory: correctness never depends on it. If
+its holder dies, the lock expires; if it fails, it unlocks without an entry; either way waiters see "no lock and
+no entry" and call upstream themselves, and nobody waits longer than `wait_timeout`.
+
+A Redis failure never leaves this module: a read is a miss, a write or lock is skipped, and the RedisGuard hears
+about it. Values are stored as one flag byte, then orjson (b"j") or, above ~1 KB, zlib level 1 of it (b"z").
+"""
+import collections
+import hashlib
+import logging
+import threading
+import time
+import zlib
+
+import orjson
+import redis
+
+from gateway.redisguard import RedisGuard
+
+log = logging.getLogger("gateway.cache")
+
+COMPONENT = "cache"
+FAILURES = (redis.RedisError, OSError)
+
+ANSWER_FIELDS = (
+    "model", "messages", "temperature", "top_p", "max_tokens", "max_completion_tokens", "n", "stop", "seed",
+    "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "tools", "tool_choice",
+    "parallel_tool_calls", "response_format", "reasoning_effort", "verbosity", "modalities", "audio", "prediction",
+    "web_search_options", "service_tier", "functions", "function_call",
+)
+# Only fields that cannot change the answer's content: transport, bookkeeping and provider-side caching hints.
+IGNORED_FIELDS = frozenset({
+    "stream", "stream_options", "user", "metadata", "store", "safety_identifier", "prompt_cache_key",
+})
+
+_COMPRESS_ABOVE = 1024
+_RAW, _ZLIB = b"j", b"z"
+_LOCK_TTL_SECONDS = 30.0
+_POLL_FIRST, _POLL_MAX = 0.01, 0.1  # waiters poll quickly at first: most answers are cached within a second
+
+
+def cache_key(body, scope):
+    """SHA-256 hex of the request minus IGNORED_FIELDS, with `scope` (an API key id, or "global" when the
+    cache is shared gateway-wide) so tenants never see each other's answers.
+
+    The hashed text is canonical JSON: orjson with sorted keys at every level, compact, UTF-8 unescaped.
+    """
+    material = {"scope": str(scope), "request": {k: v for k, v in body.items() if k not in IGNORED_FIELDS}}
+    return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def encode(entry):
+    data = orjson.dumps(entry)
+    if len(data) > _COMPRESS_ABOVE:
+        return _ZLIB + zlib.compress(data, 1)
+    return _RAW + data
+
+
+def decode(value):
+    flag, data = value[:1], value[1:]
+    if flag == _ZLIB:
+        data = zlib.decompress(data)
+    elif flag != _RAW:
+        raise ValueError(f"unknown cache value flag {flag!r}")
+    return orjson.loads(data)
+
+
+def _ms(seconds):
+    return max(1, int(seconds * 1000))
+
+
+class RedisBackend:
+    """Entries in Redis, shared by every worker. Needs a client that returns bytes (the gateway's does)."""
+
+    def __init__(self, client):
+        if client.get_connection_kwargs().get("decode_responses"):
+            raise ValueError("the cache stores binary values: give it a Redis client without decode_responses")
+        self._client = client
+
+    def get(self, key):
+        return self._client.get(key)
+
+    def set(self, key, value, ttl_seconds):
+        self._client.set(key, value, px=_ms(ttl_seconds))
+
+    def set_nx(self, key, value, ttl_seconds):
+        return bool(self._client.set(key, value, px=_ms(ttl_seconds), nx=True))
+
+    def delete(self, key):
+        self._client.delete(key)
+
+
+class MemoryBackend:
+    """Entries in this process only (each worker has its own): expiring, bounded, least recently used out first."""
+
+    def __init__(self, max_entries=10_000, max_bytes=256 * 1024 * 1024, clock=time.monotonic):
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self._clock = clock
+        self._items = collections.OrderedDict()  # key -> (expires_at, value), least recently used first
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            return self._live(key)
+
+    def set(self, key, value, ttl_seconds):
+        with self._lock:
+            self._put(key, value, ttl_seconds)
+
+    def set_nx(self, key, value, ttl_seconds):
+        with self._lock:
+            if self._live(key) is not None:
+                return False
+            self._put(key, value, ttl_seconds)
+            return True
+
+    def delete(self, key):
+        with self._lock:
+            self._drop(key)
+
+    def __len__(self):
+        return len(self._items)
+
+    def _live(self, key):
+        item = self._items.get(key)
+        if item is None:
+            return None
+        if item[0] <= self._clock():
+            self._drop(key)
+            return None
+        self._items.move_to_end(key)
+        return item[1]
+
+    def _put(self, key, value, ttl_seconds):
+        self._drop(key)
+        self._items[key] = (self._clock() + ttl_seconds, value)
+        self._bytes += len(value)
+        while self._items and (len(self._items) > self.max_entries or self._bytes > self.max_bytes):
+            _, (_, old) = self._items.popitem(last=False)
+            self._bytes -= len(old)
+
+    def _drop(self, key):
+        item = self._items.pop(key, None)
+        if item is not None:
+            self._bytes -= len(item[1])
+
+
+def backend_for(redis_client):
+    """The Redis backend when the gateway has a Redis client, the in-process one when it has None."""
+    return MemoryBackend() if redis_client is None else RedisBackend(redis_client)
+
+
+class ExactCache:
+    """Entries live at `{namespace}cache:{key}`, single-flight locks at `{namespace}cache:lock:{key}`.
+
+    Entries are dicts orjson can write: {"completion", "provider", "model", "cost_usd", "created"}.
+    """
+
+    def __init__(self, backend, namespace="gw:", guard=None, lock_ttl=_LOCK_TTL_SECONDS):
+        self.backend = backend
+        self.namespace = namespace
+        self.guard = guard or RedisGuard()
+        self.lock_ttl = lock_ttl
+
+    def _entry_key(self, key):
+        return f"{self.namespace}cache:{key}"
+
+    def _lock_key(self, key):
+        return f"{self.namespace}cache:lock:{key}"
+
+    def _call(self, fn, *args, default=None):
+        try:
+            result = fn(*args)
+        except FAILURES as exc:
+            self.guard.failed(COMPONENT, exc)
+            return default
+        self.guard.ok(COMPONENT)
+        return result
+
+    def get(self, key):
+        """The stored entry, or None (not stored, expired, unreadable, or the store is unreachable)."""
+        value = self._call(self.backend.get, self._entry_key(key))
+        if value is None:
+            return None
+        try:
+            return decode(value)
+        except (ValueError, zlib.error) as exc:  # orjson.JSONDecodeError is a ValueError
+            # A bad value is a miss; the next answer for this key overwrites it.
+            log.warning("unreadable cache entry %s…: %s", key[:12], exc)
+            return None
+
+    def set(self, key, entry, ttl_seconds):
+        """Store `entry` for `ttl_seconds` (may be fractional; 0 or less stores nothing)."""
+        if ttl_seconds <= 0:
+            return
+        self._call(self.backend.set, self._entry_key(key), encode(entry), ttl_seconds)
+
+    def set_async(self, key, entry, ttl_seconds, unlock=False):
+        """`set` (then `unlock`, if asked) off the request path: in a daemon thread, a greenlet under gevent.
+
+        Unlock here, not after this returns: an unlock before the write lands sends waiters upstream.
+        """
+        def write():
+            self.set(key, entry, ttl_seconds)
+            if unlock:
+                self.unlock(key)
+        threading.Thread(target=write, name="gateway-cache-write", daemon=True).start()
+
+    def lock(self, key, ttl=None):
+        """Take the single-flight lock for `key`. True when this caller should call upstream: it took the lock,
+        or the store is unreachable (then there is nothing to coordinate through and everyone goes upstream)."""
+        return self._call(self.backend.set_nx, self._lock_key(key), b"1", ttl or self.lock_ttl, default=True)
+
+    def unlock(self, key):
+        # A plain delete: if our lock had expired and another caller's replaced it, deleting theirs costs at
+        # worst one extra upstream call by their waiters, never a wrong answer.
+        self._call(self.backend.delete, self._lock_key(key))
+
+    def _locked(self, key):
+        return self._call(self.backend.get, self._lock_key(key)) is not None
+
+    def wait_for(self, key, timeout):
+        """Poll for the entry another caller is computing. None when it does not appear: the lock is gone
+        without an entry (its holder failed or died), `timeout` seconds passed, or the store is unreachable."""
+        deadline = time.monotonic() + timeout
+        delay = _POLL_FIRST
+        while True:
+            # Read the lock before the entry: a holder writes the entry and then unlocks, so "no lock, then no
+            # entry" means no entry is coming.
+            locked = self._locked(key)
+            entry = self.get(key)
+            if entry is not None:
+                return entry
+            left = deadline - time.monotonic()
+            if not locked or left <= 0:
+                return None
+            time.sleep(min(delay, left))  # patched by gevent: the worker serves others meanwhile
+            delay = min(delay * 1.5, _POLL_MAX)
+
+    def get_or_compute(self, key, compute, ttl_seconds, wait_timeout=_LOCK_TTL_SECONDS):
+        """(entry, hit): the stored entry, or the one `compute()` returns, computed once for simultaneous callers.
+
+        `compute()` returns the entry to store, or None to store nothing; if it raises, nothing is stored, the
+        lock is released and the exception propagates. hit is True when no upstream call was made by this
+        caller (stored, or computed by another caller it waited for).
+        """
+        entry = self.get(key)
+        if entry is not None:
+            return entry, True
+        if not self.lock(key):
+            entry = self.wait_for(key, wait_timeout)
+            if entry is not None:
+                return entry, True
+            entry = compute()  # the holder failed or is too slow: answer this request ourselves
+            if entry is not None:
+                self.set(key, entry, ttl_seconds)
+            return entry, False
+        try:
+            entry = compute()
+            if entry is not None:
+                # Before unlocking, so waiters find it (see wait_for).
+                self.set(key, entry, ttl_seconds)
+        finally:
+            self.unlock(key)
+        return entry, False

@@ -1,0 +1,54 @@
+"""Counts Redis failures per component and logs them at most once per interval, not once per request.
+
+When Redis goes away every request fails the same way; a WARNING per request would drown the log (and cost
+CPU) exactly when someone needs to read it. So a component's first failure is logged at once, then at most
+one line per `interval` carries the count since the previous line, and one line marks the recovery.
+
+The guard holds no connection state: redis-py reconnects on the next command by itself, so recovery needs
+nothing from here beyond noticing it.
+"""
+import logging
+import threading
+import time
+
+log = logging.getLogger("gateway.redis")
+
+
+class RedisGuard:
+    def __init__(self, interval=30.0, logger=None, clock=time.monotonic):
+        self.interval = interval
+        self.failures = {}          # component -> failures since start (for metrics)
+        self._log = logger or log
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._down = {}             # component -> [failures not yet logged, when last logged, last error]
+
+    def failed(self, component, exc):
+        now = self._clock()
+        with self._lock:
+            self.failures[component] = self.failures.get(component, 0) + 1
+            state = self._down.get(component)
+            if state is None:
+                state = self._down[component] = [0, None, None]
+            state[0] += 1
+            state[2] = exc
+            if state[1] is not None and now - state[1] < self.interval:
+                return
+            count, state[0], state[1] = state[0], 0, now
+        self._log.warning("redis unavailable for %s: %d failure(s) since the last report; "
+                          "serving without it (last error: %s: %s)",
+                          component, count, type(exc).__name__, exc)
+
+    def ok(self, component):
+        # Called on every successful Redis call: the common case must not take the lock.
+        if component not in self._down:
+            return
+        with self._lock:
+            state = self._down.pop(component, None)
+        if state is not None:
+            # At the outage line's level, so whoever filters the log down to one sees the other.
+            self._log.warning("redis is back for %s (%d failure(s) since the last report)", component, state[0])
+
+    def is_down(self, component):
+        """True between a failure and the next success: for health checks and metrics."""
+        return component in self._down

@@ -1,0 +1,342 @@
+"""The exact-match cache: its key, its stores (in process and real Redis), single-flight, and Redis outages."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import orjson
+import pytest
+import redis
+
+from gateway.cache.exact import (ANSWER_FIELDS, IGNORED_FIELDS, ExactCache, MemoryBackend, RedisBackend,
+                                 backend_for, cache_key)
+from gateway.extensions import make_redis
+from gateway.redisguard import RedisGuard
+from tests.conftest import free_port, unavailable
+
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}], "temperature": 0.2}
+KEY = cache_key(BODY, "7")
+
+
+def entry(text="Hello!"):
+    return {"completion": {"id": "chatcmpl-1", "object": "chat.completion", "created": 1700000000,
+                           "model": "gpt-4o-mini",
+                           "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                        "finish_reason": "stop"}],
+                           "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}},
+            "provider": "openai", "model": "gpt-4o-mini", "cost_usd": "0.0000031", "created": 1700000000}
+
+
+@pytest.fixture(params=["memory", "redis"])
+def cache(request):
+    if request.param == "memory":
+        return ExactCache(MemoryBackend(), namespace="test:")
+    # A patient client: these tests are about the cache, not about timeouts (the outage tests below are).
+    client = redis.Redis.from_url(request.getfixturevalue("redis_url"), socket_timeout=5)
+    return ExactCache(RedisBackend(client), namespace=request.getfixturevalue("redis_prefix"))
+
+
+def run_threads(n, target):
+    """Start n threads on target(i) together; return their results (an exception counts as a result)."""
+    barrier, results = threading.Barrier(n), [None] * n
+
+    def run(i):
+        barrier.wait()
+        try:
+            results[i] = target(i)
+        except Exception as e:  # noqa: BLE001 - the test looks at it
+            results[i] = e
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    return results
+
+
+# --- the key ---------------------------------------------------------------------------------------------
+
+def test_key_does_not_depend_on_key_order():
+    reordered = {"temperature": 0.2, "messages": [{"content": "Say hello", "role": "user"}], "model": "gpt-4o-mini"}
+    assert cache_key(reordered, "7") == KEY
+
+
+@pytest.mark.parametrize("field", ANSWER_FIELDS)
+def test_each_answer_field_changes_the_key(field):
+    absent, a, b = (cache_key(body, "7") for body in (BODY, {**BODY, field: "value-a"}, {**BODY, field: "value-b"}))
+    assert len({absent, a, b}) == 3
+
+
+@pytest.mark.parametrize("field", sorted(IGNORED_FIELDS))
+def test_ignored_fields_do_not_change_the_key(field):
+    assert cache_key({**BODY, field: {"any": "value"}}, "7") == KEY
+
+
+def test_streamed_and_plain_requests_share_a_key():
+    streamed = {**BODY, "stream": True, "stream_options": {"include_usage": True}}
+    assert cache_key(streamed, "7") == cache_key({**BODY, "stream": False}, "7")
+
+
+def test_scope_changes_the_key():
+    assert cache_key(BODY, "8") != KEY
+    assert cache_key(BODY, "global") != KEY
+
+
+def test_an_unknown_new_field_changes_the_key():
+    assert cache_key({**BODY, "some_future_parameter": 1}, "7") != KEY
+
+
+def test_key_is_sha256_hex_of_non_ascii_content():
+    key = cache_key({**BODY, "messages": [{"role": "user", "content": "Grüß Gott, 你好"}]}, "7")
+    assert len(key) == 64 and int(key, 16) >= 0 and key != KEY
+
+
+# --- storing -----------------------------------------------------------------------------------------------
+
+def test_small_entry_round_trips_uncompressed(cache):
+    cache.set(KEY, entry(), 60)
+    assert cache.get(KEY) == entry()
+    assert cache.backend.get(cache._entry_key(KEY))[:1] == b"j"
+
+
+def test_large_entry_round_trips_compressed(cache):
+    big = entry("All work and no play makes Jack a dull boy. " * 2000)
+    cache.set(KEY, big, 60)
+    assert cache.get(KEY) == big
+    stored = cache.backend.get(cache._entry_key(KEY))
+    assert stored[:1] == b"z" and len(stored) < len(orjson.dumps(big)) // 10
+
+
+def test_entry_expires_after_its_ttl(cache):
+    cache.set(KEY, entry(), 0.3)
+    assert cache.get(KEY) == entry()
+    time.sleep(0.5)
+    assert cache.get(KEY) is None
+
+
+def test_zero_ttl_stores_nothing(cache):
+    cache.set(KEY, entry(), 0)
+    assert cache.get(KEY) is None
+
+
+def test_scopes_do_not_see_each_other(cache):
+    cache.set(cache_key(BODY, "7"), entry("for tenant 7"), 60)
+    assert cache.get(cache_key(BODY, "8")) is None
+    assert cache.get(cache_key(BODY, "7")) == entry("for tenant 7")
+
+
+def test_unreadable_value_is_a_miss(cache):
+    cache.backend.set(cache._entry_key(KEY), b"z-not-zlib", 60)
+    assert cache.get(KEY) is None
+
+
+def test_set_async_stores_then_unlocks_in_the_background(cache):
+    assert cache.lock(KEY)
+    cache.set_async(KEY, entry(), 60, unlock=True)
+    assert cache.wait_for(KEY, timeout=2) == entry()
+    deadline = time.monotonic() + 2
+    while not cache.lock(KEY) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert time.monotonic() < deadline, "the lock was never released"
+
+
+# --- single-flight -------------------------------------------------------------------------------------------
+
+def test_simultaneous_identical_requests_make_one_upstream_call(cache):
+    calls = []
+
+    def upstream():
+        calls.append(1)
+        time.sleep(0.3)
+        return entry("computed once")
+    results = run_threads(20, lambda i: cache.get_or_compute(KEY, upstream, 60, wait_timeout=5))
+    assert len(calls) == 1
+    assert [r[0] for r in results] == [entry("computed once")] * 20
+    assert sorted(r[1] for r in results) == [False] + [True] * 19
+
+
+def test_waiters_proceed_when_the_lock_holder_dies(cache):
+    assert cache.lock(KEY, ttl=0.5)  # a holder that crashed: it never stores and never unlocks
+    start = time.monotonic()
+    results = run_threads(5, lambda i: cache.get_or_compute(KEY, lambda: entry("own"), 60, wait_timeout=10))
+    elapsed = time.monotonic() - start
+    assert [r[0] for r in results] == [entry("own")] * 5
+    assert 0.4 <= elapsed < 2
+
+
+def test_a_failing_holder_releases_its_waiters_at_once(cache):
+    started = threading.Event()
+
+    def failing_upstream():
+        started.set()
+        time.sleep(0.3)
+        raise RuntimeError("upstream said 500")
+
+    def call(i):
+        if i == 0:
+            return cache.get_or_compute(KEY, failing_upstream, 60, wait_timeout=10)
+        started.wait(5)
+        t = time.monotonic()
+        got = cache.get_or_compute(KEY, lambda: entry("own"), 60, wait_timeout=10)
+        return got, time.monotonic() - t
+    holder, (waited, elapsed) = run_threads(2, call)
+    assert isinstance(holder, RuntimeError)
+    assert waited == (entry("own"), False)
+    assert elapsed < 1.5
+
+
+def test_waiting_is_bounded_by_the_timeout(cache):
+    assert cache.lock(KEY, ttl=30)
+    start = time.monotonic()
+    assert cache.wait_for(KEY, timeout=0.3) is None
+    assert 0.3 <= time.monotonic() - start < 1.0
+
+
+GEVENT_SINGLE_FLIGHT = """
+from gevent import monkey; monkey.patch_all()
+import json, time, gevent
+from gateway.cache.exact import ExactCache, MemoryBackend
+cache, calls, ticks = ExactCache(MemoryBackend()), [], []
+def upstream():
+    time.sleep(0.3)
+    calls.append(len(ticks)); return {"completion": {}}
+def ticker():
+    while True:
+        ticks.append(1); time.sleep(0.01)
+other = gevent.spawn(ticker)
+callers = [gevent.spawn(cache.get_or_compute, "k", upstream, 60, 5) for _ in range(50)]
+gevent.joinall(callers)
+other.kill()
+print(json.dumps({"ticks_during_calls": calls, "hits": sum(g.value[1] for g in callers)}))
+"""
+
+
+def test_waiters_yield_to_other_greenlets_under_gevent():
+    # The workers run gevent: while one caller waits upstream and 49 wait for it, the worker must keep running.
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", GEVENT_SINGLE_FLIGHT], cwd=root, capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "PYTHONPATH": root}, check=True).stdout
+    result = json.loads(out)
+    assert result["hits"] == 49 and len(result["ticks_during_calls"]) == 1
+    assert result["ticks_during_calls"][0] >= 10  # about 30 when nothing blocks; 1 if a sleep held the loop
+
+
+# --- the in-process store ---------------------------------------------------------------------------------
+
+def test_memory_backend_evicts_the_least_recently_used():
+    backend = MemoryBackend(max_entries=2)
+    backend.set("a", b"1", 60)
+    backend.set("b", b"2", 60)
+    backend.get("a")
+    backend.set("c", b"3", 60)
+    assert (backend.get("a"), backend.get("b"), backend.get("c")) == (b"1", None, b"3")
+
+
+def test_memory_backend_is_bounded_in_bytes():
+    backend = MemoryBackend(max_bytes=1000)
+    for i in range(10):
+        backend.set(str(i), b"x" * 300, 60)
+    assert len(backend) == 3 and backend.get("9") == b"x" * 300
+
+
+def test_backend_for_no_redis_is_in_process():
+    assert isinstance(backend_for(None), MemoryBackend)
+
+
+def test_redis_backend_refuses_a_decoding_client(redis_url):
+    with pytest.raises(ValueError, match="decode_responses"):
+        RedisBackend(redis.Redis.from_url(redis_url, decode_responses=True))
+
+
+# --- Redis outages ------------------------------------------------------------------------------------------
+
+class ThrowawayRedis:
+    """A redis-server of this test's own on a free port, to stop, pause and restart."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--daemonize", "no"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        probe = redis.Redis(port=self.port, socket_timeout=0.5)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                probe.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("the throwaway redis-server did not start")
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # in case a test left it paused
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def own_redis(redis_prefix):
+    if shutil.which("redis-server") is None:
+        unavailable("redis-server", "not on PATH")
+    server = ThrowawayRedis()
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_refused_connections_are_misses_not_errors(redis_prefix):
+    guard = RedisGuard()
+    cache = ExactCache(RedisBackend(make_redis(f"redis://127.0.0.1:{free_port()}/0")), redis_prefix, guard)
+    cache.set(KEY, entry(), 60)
+    assert cache.get(KEY) is None
+    assert cache.lock(KEY) is True  # nothing to coordinate through: everyone answers for themselves
+    assert cache.get_or_compute(KEY, lambda: entry("own"), 60, wait_timeout=5) == (entry("own"), False)
+    assert guard.failures["cache"] >= 4 and guard.is_down("cache")
+
+
+def test_cache_works_again_after_redis_restarts(own_redis, redis_prefix):
+    guard = RedisGuard()
+    cache = ExactCache(RedisBackend(make_redis(own_redis.url)), redis_prefix, guard)
+    cache.set(KEY, entry("before"), 60)
+    assert cache.get(KEY) == entry("before")
+    own_redis.stop()
+    assert cache.get(KEY) is None
+    cache.set(KEY, entry("while down"), 60)
+    own_redis.start()
+    cache.set(KEY, entry("after"), 60)
+    assert cache.get(KEY) == entry("after")
+    assert not guard.is_down("cache")
+
+
+def test_a_restart_while_idle_costs_nothing(own_redis, redis_prefix):
+    guard = RedisGuard()
+    cache = ExactCache(RedisBackend(make_redis(own_redis.url)), redis_prefix, guard)
+    cache.set(KEY, entry(), 60)
+    own_redis.stop()
+    own_redis.start()  # nothing touched Redis while it was down: the pooled connection is dead
+    cache.set(KEY, entry("after"), 60)
+    assert cache.get(KEY) == entry("after")
+    assert guard.failures == {}  # redis-py notices the closed socket and reconnects before sending
+
+
+def test_a_hung_redis_costs_one_timeout_and_never_mixes_up_replies(own_redis, redis_prefix):
+    cache = ExactCache(RedisBackend(make_redis(own_redis.url)), redis_prefix)
+    other = cache_key(BODY, "8")
+    cache.set(KEY, entry("mine"), 60)
+    own_redis.proc.send_signal(signal.SIGSTOP)
+    start = time.monotonic()
+    assert cache.get(KEY) is None
+    assert time.monotonic() - start < 1.0
+    own_redis.proc.send_signal(signal.SIGCONT)
+    # The late reply to the timed-out GET must not be read as the answer to the next command.
+    assert cache.get(other) is None
+    assert cache.get(KEY) == entry("mine")
