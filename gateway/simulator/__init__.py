@@ -9,6 +9,10 @@ Endpoints (any path prefix works: matching is on the path's end):
     POST .../models/{m}:generateContent | :streamGenerateContent[?alt=sse]
     GET  .../v1beta/models                                           (Gemini, x-goog-api-key or ?key=)
 
+Replies are deterministic per conversation; a tool call answers with an example of the tool's schema, and
+JSON mode (OpenAI `response_format` json_object / json_schema, Gemini `responseMimeType`
+application/json) with a JSON object: the schema's example, else `{"answer": <the words>}`.
+
 Faults: `kind[:param=value,...]`, several joined by `;`, from the `X-Sim-Fault` header, else the first
 matching control-API rule, else `--fault`. Kinds: none, status:code=N[,retry_after=S][,should_retry=B],
 hang, reset, slow_first:ms=N, cut:after=N, stall:after=N[,ms=M], malformed:after=N, no_done,

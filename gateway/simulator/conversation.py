@@ -26,7 +26,7 @@ _MASK = (1 << 64) - 1
 
 class Ask:
     __slots__ = ("model", "stream", "include_usage", "texts", "prompt_tokens", "max_tokens", "stops",
-                 "tool", "prefill", "last_is_assistant")
+                 "tool", "json", "prefill", "last_is_assistant")
 
     def __init__(self, model):
         self.model = model
@@ -37,6 +37,7 @@ class Ask:
         self.max_tokens = None
         self.stops = ()
         self.tool = None         # (name, json schema) when the reply is a tool call
+        self.json = None         # the schema ({} = any object) when JSON mode asks for a JSON answer
         self.prefill = None      # trailing assistant text the reply continues
         self.last_is_assistant = False
 
@@ -116,6 +117,11 @@ def openai_ask(body):
     ask.last_is_assistant = last_role == "assistant"
     ask.max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     ask.stops = _stops(body.get("stop"))
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") == "json_object":
+        ask.json = {}
+    elif response_format.get("type") == "json_schema":
+        ask.json = (response_format.get("json_schema") or {}).get("schema") or {}
     tools = [t.get("function") or {} for t in body.get("tools") or () if t.get("type", "function") == "function"]
     choice = body.get("tool_choice", "auto")
     if tools and choice != "none" and last_role not in ("tool", "assistant"):
@@ -204,6 +210,9 @@ def gemini_ask(body, model, stream):
     config = g(body, "generationConfig", "generation_config") or {}
     ask.max_tokens = g(config, "maxOutputTokens", "max_output_tokens")
     ask.stops = _stops(g(config, "stopSequences", "stop_sequences"))
+    if g(config, "responseMimeType", "response_mime_type") == "application/json":
+        ask.json = (g(config, "responseSchema", "response_schema")
+                    or g(config, "responseJsonSchema", "response_json_schema") or {})
     decls = []
     for tool in body.get("tools") or ():
         decls.extend(g(tool, "functionDeclarations", "function_declarations") or ())
@@ -285,6 +294,9 @@ def make_reply(ask, n_words, seed=0):
         reply.output_tokens = 8 + len(reply.tool_json) // 4
         return reply
     text = canonical_text(ask.texts, n_words, seed)
+    if ask.json is not None:  # JSON mode: the schema's example, or the words as one JSON object
+        value = example(ask.json) if ask.json else None
+        text = orjson.dumps(value if isinstance(value, dict) else {"answer": text}).decode()
     if ask.prefill is not None and text.startswith(ask.prefill):
         text = text[len(ask.prefill):]
     if ask.stops:

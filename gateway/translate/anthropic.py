@@ -317,6 +317,7 @@ class AnthropicStream:
         self._raw_usage, self._stop_reason = None, None
         self._blocks = {}  # Anthropic block index → {"k": OpenAI tool index or None for JSON, "args": bool}
         self._tool_calls, self._json_mode = 0, False
+        self._role_sent = False
 
     @property
     def usage(self):
@@ -339,26 +340,35 @@ class AnthropicStream:
             return self._chunk({"content": fragment})
         return self._chunk({"tool_calls": [{"index": block["k"], "function": {"arguments": fragment}}]})
 
+    def _role(self, content=""):
+        """OpenAI's first chunk, once: `content` "" before text, None when the answer opens with a tool call."""
+        if self._role_sent:
+            return []
+        self._role_sent = True
+        return [self._chunk({"role": "assistant", "content": content})]
+
     def _message_start(self, data):
         self._raw_usage = dict((data.get("message") or {}).get("usage") or {})
-        return [self._chunk({"role": "assistant", "content": ""})]
+        return []  # the role chunk waits for the first block, which says whether text or a tool call comes
 
     def _block_start(self, data):
         block = data.get("content_block") or {}
+        calls_a_tool = block.get("type") == "tool_use" and block.get("name") != JSON_TOOL
+        role = self._role(None if calls_a_tool else "")
         if block.get("type") == "text" and block.get("text"):
-            return [self._chunk({"content": block["text"]})]
+            return role + [self._chunk({"content": block["text"]})]
         if block.get("type") != "tool_use":
-            return []  # text (empty), thinking, server tools
+            return role  # text (empty), thinking, server tools
         if block.get("name") == JSON_TOOL:
             self._json_mode = True
             self._blocks[data.get("index")] = {"k": None, "args": False}
-            return []
+            return role
         # OpenAI's index counts tool calls only; Anthropic's counts every content block.
         k, self._tool_calls = self._tool_calls, self._tool_calls + 1
         self._blocks[data.get("index")] = {"k": k, "args": False}
         # The block's "input": {} is a placeholder; the arguments come as input_json_delta fragments.
-        return [self._chunk({"tool_calls": [{"index": k, "id": block["id"], "type": "function",
-                                             "function": {"name": block["name"], "arguments": ""}}]})]
+        return role + [self._chunk({"tool_calls": [{"index": k, "id": block["id"], "type": "function",
+                                                    "function": {"name": block["name"], "arguments": ""}}]})]
 
     def _block_delta(self, data):
         delta = data.get("delta") or {}
@@ -389,7 +399,7 @@ class AnthropicStream:
     def _message_stop(self, data):
         self.finish_reason = _finish(self._stop_reason, self._json_mode, self._tool_calls > 0)
         self.done = True
-        return [self._chunk({}, self.finish_reason)]
+        return self._role() + [self._chunk({}, self.finish_reason)]
 
     def _error(self, data):
         # The HTTP status was already 200; the error type is the only signal of what went wrong.

@@ -406,9 +406,9 @@ class GeminiStream:
     def _chunk(self, delta, index, reason=None):
         return chunk(self.id, self.created, self.model, delta, reason, index)
 
-    def _start(self, index):
+    def _start(self, index, content=""):
         self._calls[index] = 0
-        return self._chunk({"role": "assistant", "content": ""}, index)
+        return self._chunk({"role": "assistant", "content": content}, index)
 
     def feed(self, data):
         if "error" in data:
@@ -423,9 +423,12 @@ class GeminiStream:
         out = []
         for position, candidate in enumerate(candidates):
             index = candidate.get("index", position)
+            items = list(_items(candidate))
             if index not in self._calls:
-                out.append(self._start(index))
-            for kind, value in _items(candidate):
+                # As OpenAI: content null in the role chunk when the answer opens with a tool call.
+                opens_with = next((kind for kind, value in items if kind == "tool_call" or value), None)
+                out.append(self._start(index, None if opens_with == "tool_call" else ""))
+            for kind, value in items:
                 if kind == "content" and value:
                     out.append(self._chunk({"content": value}, index))
                 elif kind == "tool_call":

@@ -11,6 +11,7 @@ import requests
 from gateway.extensions import make_engine
 from gateway.simulator import spawn_process
 from gateway.store.keys import create_key
+from gateway.store.migrate import upgrade
 from tests.conftest import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -64,7 +65,7 @@ def start_gateway(sqlite_url, tmp_path):
     """start_gateway(upstream_base, workers=2, **env) -> Server: gunicorn + gevent, as the Procfile runs it."""
     procs = []
 
-    def start(upstream_base, workers=1, database_url=None, **env):
+    def start(upstream_base, workers=1, database_url=None, cache=False, rate_limit=None, **env):
         port = free_port()
         url = database_url or sqlite_url
         full = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OPENAI_", "ANTHROPIC_", "GEMINI_"))}
@@ -92,8 +93,55 @@ def start_gateway(sqlite_url, tmp_path):
                 time.sleep(0.1)
         else:
             raise RuntimeError("gunicorn did not become healthy: " + open(log_path).read()[-2000:])
-        key, _ = create_key(make_engine(url), "integration")
+        # Keys skip the cache unless a test asks for it: fault tests repeat identical requests.
+        key, _ = create_key(make_engine(url), "integration", rate_limit_per_minute=rate_limit, cache_enabled=cache)
         return Server(proc, base, key, url, log_path)
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture(scope="module")
+def start_module_gateway(tmp_path_factory):
+    """start_gateway's module-scoped twin, for suites that share one gateway across their tests:
+    start_module_gateway(upstream_base, workers=1, cache=False, **env) -> Server, stopped when the module ends."""
+    procs = []
+    tmp = tmp_path_factory.mktemp("gateway")
+    sqlite = f"sqlite:///{tmp / 'gateway.db'}"
+    upgrade(sqlite)
+
+    def start(upstream_base, workers=1, cache=False, rate_limit=None, **env):
+        port = free_port()
+        full = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OPENAI_", "ANTHROPIC_", "GEMINI_"))}
+        full.update(simulator_env(upstream_base))
+        full.update({"DATABASE_URL": sqlite, "PORT": str(port), "WEB_CONCURRENCY": str(workers),
+                     "GATEWAY_ACCESS_LOG": "", "GATEWAY_KEEPALIVE": "1", "PYTHONPATH": ROOT})
+        full.update({k: str(v) for k, v in env.items()})
+        log_path = tmp / f"gunicorn-{port}.log"
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+                                    cwd=ROOT, env=full, stdout=log, stderr=subprocess.STDOUT)
+        procs.append(proc)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited {proc.returncode}: {open(log_path).read()[-2000:]}")
+            try:
+                if requests.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("gunicorn did not become healthy: " + open(log_path).read()[-2000:])
+        key, _ = create_key(make_engine(sqlite), "integration", rate_limit_per_minute=rate_limit, cache_enabled=cache)
+        return Server(proc, base, key, sqlite, log_path)
 
     yield start
     for proc in procs:

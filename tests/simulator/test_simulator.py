@@ -184,6 +184,25 @@ def test_openai_stop_sequence_truncates(sim):
     assert r["message"]["content"] == full[:full.index(stop)] and r["finish_reason"] == "stop"
 
 
+def test_openai_json_object_mode_answers_with_the_words_as_a_json_object(sim):
+    text = oa(sim, {"model": "gpt-4o-mini", "messages": USER}).json()["choices"][0]["message"]["content"]
+    body = {"model": "gpt-4o-mini", "messages": USER, "response_format": {"type": "json_object"}}
+    assert json.loads(oa(sim, body).json()["choices"][0]["message"]["content"]) == {"answer": text}
+
+
+def test_openai_json_schema_mode_answers_with_the_schemas_example(sim):
+    body = {"model": "gpt-4o-mini", "messages": USER, "response_format": {"type": "json_schema", "json_schema": {
+        "name": "w", "strict": True, "schema": WEATHER_SCHEMA}}}
+    assert json.loads(oa(sim, body).json()["choices"][0]["message"]["content"]) == WEATHER_ARGS
+
+
+def test_openai_streamed_json_mode_reassembles_to_the_same_object(sim):
+    body = {"model": "gpt-4o-mini", "messages": USER, "response_format": {"type": "json_object"}}
+    whole = oa(sim, body).json()["choices"][0]["message"]["content"]
+    chunks = [json.loads(e) for e in oa_events(oa(sim, dict(body, stream=True)).content)[:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == whole
+
+
 def test_openai_sdk_parses_replies_and_streams(sim):
     client = openai.OpenAI(base_url=sim + "/v1", api_key="sk-test", max_retries=0)
     c = client.chat.completions.create(model="gpt-4o-mini", messages=USER)
@@ -409,6 +428,19 @@ def test_gemini_function_response_last_gets_text(sim):
         {"role": "user", "parts": [{"functionResponse": {"name": "getWeather", "response": {"t": 21}}}]}]
     part = gm(sim, {"contents": contents, "tools": GM_TOOLS}).json()["candidates"][0]["content"]["parts"][0]
     assert "text" in part
+
+
+def test_gemini_json_mime_type_answers_with_the_response_schemas_example(sim):
+    config = {"responseMimeType": "application/json", "responseSchema": {
+        "type": "OBJECT", "properties": {"city": {"type": "STRING"}, "days": {"type": "INTEGER"}}}}
+    r = gm(sim, dict(GM_USER, generationConfig=config)).json()
+    assert json.loads(r["candidates"][0]["content"]["parts"][0]["text"]) == {"city": "example", "days": 1}
+
+
+def test_gemini_json_mime_type_without_schema_answers_with_a_json_object(sim):
+    text = gm(sim, GM_USER).json()["candidates"][0]["content"]["parts"][0]["text"]
+    r = gm(sim, dict(GM_USER, generationConfig={"responseMimeType": "application/json"})).json()
+    assert json.loads(r["candidates"][0]["content"]["parts"][0]["text"]) == {"answer": text}
 
 
 def test_gemini_max_output_tokens(sim):

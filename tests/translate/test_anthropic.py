@@ -952,7 +952,7 @@ def test_tool_without_arguments_streams_empty_object():
     _, chunks = run([message_start(), tool_start(0, "toolu_N", "now"), json_delta(0, ""), block_stop(0),
                      *message_end("tool_use", 12)])
     assert chunks == [
-        c({"role": "assistant", "content": ""}),
+        c({"role": "assistant", "content": None}),
         c({"tool_calls": [{"index": 0, "id": "toolu_N", "type": "function",
                            "function": {"name": "now", "arguments": ""}}]}),
         c({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}),
@@ -963,6 +963,46 @@ def test_tool_without_arguments_streams_empty_object():
 def test_tool_without_any_delta_streams_empty_object():
     _, chunks = run([message_start(), tool_start(0, "toolu_N", "now"), block_stop(0)])
     assert chunks[-1] == c({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]})
+
+
+def test_message_start_alone_yields_no_chunk():
+    # The role chunk waits for the first block: only then is it known whether text or a tool call comes.
+    assert AnthropicStream(MODEL, ID, CREATED).feed(*message_start()) == []
+
+
+def test_role_chunk_before_a_tool_call_has_null_content():
+    stream = AnthropicStream(MODEL, ID, CREATED)
+    stream.feed(*message_start())
+    assert stream.feed(*tool_start(0, "toolu_W", "get_weather")) == [
+        c({"role": "assistant", "content": None}),
+        c({"tool_calls": [{"index": 0, "id": "toolu_W", "type": "function",
+                           "function": {"name": "get_weather", "arguments": ""}}]})]
+
+
+def test_role_chunk_before_text_has_empty_content():
+    stream = AnthropicStream(MODEL, ID, CREATED)
+    stream.feed(*message_start())
+    assert stream.feed(*text_start(0)) == [c({"role": "assistant", "content": ""})]
+
+
+def test_role_chunk_before_the_json_tool_has_empty_content():
+    stream = AnthropicStream(MODEL, ID, CREATED)
+    stream.feed(*message_start())
+    assert stream.feed(*tool_start(0, "toolu_J", "json_tool_call")) == [c({"role": "assistant", "content": ""})]
+
+
+def test_role_chunk_is_sent_once():
+    stream = AnthropicStream(MODEL, ID, CREATED)
+    stream.feed(*message_start())
+    stream.feed(*text_start(0))
+    assert stream.feed(*tool_start(1, "toolu_W", "get_weather")) == [
+        c({"tool_calls": [{"index": 0, "id": "toolu_W", "type": "function",
+                           "function": {"name": "get_weather", "arguments": ""}}]})]
+
+
+def test_a_stream_without_blocks_still_opens_with_the_role_chunk():
+    _, chunks = run([message_start(), *message_end("refusal", 0)])
+    assert chunks == [c({"role": "assistant", "content": ""}), c({}, "content_filter")]
 
 
 def test_ping_yields_nothing():

@@ -754,7 +754,7 @@ def test_stream_usage_ignores_count_less_usage_metadata():
 
 def test_stream_function_call_one_event_reference_response_0():
     stream, chunks = run(RESPONSE_0)
-    assert deltas(chunks)[0] == (0, {"role": "assistant", "content": ""}, None)
+    assert deltas(chunks)[0] == (0, {"role": "assistant", "content": None}, None)
     assert deltas(chunks)[2] == (0, {}, "tool_calls")
     assert len(chunks) == 3
     tool_delta = chunks[1]["choices"][0]["delta"]
@@ -766,6 +766,23 @@ def test_stream_function_call_one_event_reference_response_0():
     assert split_tool_call_id(call["id"])[1] == "CikBcsjafFK1...="
     assert stream.finish_reason == "tool_calls"
     assert stream.usage["completion_tokens"] == 118
+
+
+def test_stream_role_chunk_before_a_function_call_has_null_content():
+    chunks = GeminiStream(MODEL, ID, CREATED).feed(response(candidate([{"functionCall": {"name": "now", "args": {}}}])))
+    assert deltas(chunks)[0] == (0, {"role": "assistant", "content": None}, None)
+
+
+def test_stream_role_chunk_before_text_then_a_function_call_has_empty_content():
+    chunks = GeminiStream(MODEL, ID, CREATED).feed(response(candidate(
+        [{"text": "Checking."}, {"functionCall": {"name": "now", "args": {}}}])))
+    assert deltas(chunks)[0] == (0, {"role": "assistant", "content": ""}, None)
+
+
+def test_stream_role_chunk_skips_an_empty_text_before_a_function_call():
+    chunks = GeminiStream(MODEL, ID, CREATED).feed(response(candidate(
+        [{"text": ""}, {"functionCall": {"name": "now", "args": {}}}])))
+    assert deltas(chunks)[0] == (0, {"role": "assistant", "content": None}, None)
 
 
 def test_stream_function_call_and_finish_reason_in_different_events():
