@@ -1,0 +1,821 @@
+"""Request logs: queued by the request path, written in batches by one background thread, spooled to
+local files whenever the database cannot take them, replayed when it can.
+
+Why nothing is lost:
+- `enqueue` only appends to an in-memory queue; when the queue is full the row is appended to this
+  writer's spool file instead (fsync-ed before `enqueue` returns).
+- If the spool cannot be written either (disk full), the thread keeps its batch queued and retries
+  every `probe_seconds`; rows are counted as `dropped` (and logged in full at ERROR) only when the
+  database, the disk and the queue's room are all gone.
+- The thread takes up to `batch_size` rows (or what arrived within `flush_interval`) and inserts them in
+  one statement, one transaction. If the insert fails because the database is unreachable, the same rows
+  are appended to the spool file and fsync-ed. A row leaves memory only once it is committed or on disk.
+- A spool file is deleted only after every row in it has been committed (or, for a row the database
+  refuses as invalid, copied to a `rejected-*.jsonl` file for a human).
+- `stop()` drains the queue the same way. Only a process killed before `stop()` loses what was still in
+  memory (at most `max_queue` rows, usually one batch): call `stop()` on worker exit.
+
+Why nothing is written twice: every insert, live or replayed, is "insert, skip rows whose request_id
+already exists" (`ON CONFLICT (request_id) DO NOTHING`, on PostgreSQL and SQLite alike). So a batch whose
+commit succeeded but whose acknowledgement was lost, then spooled and replayed, or a spool file replayed
+twice after a crash mid-replay, leaves each request_id exactly once.
+
+Spool files (all in `spool_dir`, JSON lines, one row per line, column names as keys):
+- `spool-<pid>-<token>.jsonl`: a live writer's own file. It is created under a temporary name, locked
+  with flock(LOCK_EX), then renamed into place, so it is never visible unlocked while its owner lives.
+  The kernel drops the lock when the process dies, however it dies.
+- `claimed-<pid>-<token>.jsonl`: a file being replayed. A writer claims a file by taking its lock
+  (non-blocking: a held lock means a live owner) and renaming it to its own claimed name; rename is
+  atomic, so of two workers racing for one abandoned file exactly one gets it. A claimed file whose
+  claimer died (or stopped) is unlocked again, and the next writer claims and replays it (idempotently).
+- `rejected-<pid>-<token>.jsonl`: rows the database refused (e.g. a NOT NULL column missing) or lines
+  that could not be parsed. Never replayed automatically; rename one to `spool-manual.jsonl` after fixing
+  it and any writer will replay it.
+"""
+import atexit
+import collections
+import datetime as dt
+import decimal
+import fcntl
+import json
+import logging
+import math
+import os
+import secrets
+import threading
+import time
+from decimal import Decimal
+
+from sqlalchemy import Boolean, DateTime, Integer, Numeric, String, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
+
+from gateway.store.models import GatewayLog
+
+log = logging.getLogger("gateway.logs")
+
+TABLE = GatewayLog.__table__
+COLUMNS = [c for c in TABLE.columns if c.name != "id"]
+COLUMN_NAMES = frozenset(c.name for c in COLUMNS)
+# Placeholders per statement are limited (SQLite 32766, PostgreSQL 65535): cap rows per INSERT.
+_MAX_ROWS_PER_STATEMENT = 1000
+_SCAN_SECONDS = 30.0  # how often a healthy writer looks for files abandoned by dead processes
+_REPLAY_BATCHES_PER_ROUND = 10  # replay in slices so live rows are not held up behind a large file
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+def _kind(column):
+    t = column.type
+    for kind, types in (("datetime", DateTime), ("decimal", Numeric), ("bool", Boolean),
+                        ("int", Integer), ("str", String)):
+        if isinstance(t, types):
+            return kind
+    raise TypeError(f"gateway_logs.{column.name}: unexpected type {t!r}")
+
+
+_KINDS = {c.name: _kind(c) for c in COLUMNS}  # Text is a String, BigInteger an Integer
+_LENGTHS = {c.name: c.type.length for c in COLUMNS if _KINDS[c.name] == "str" and c.type.length}
+_SCALES = {c.name: Decimal(1).scaleb(-c.type.scale) for c in COLUMNS if _KINDS[c.name] == "decimal"}
+
+
+class BadRow(ValueError):
+    """A row that no retry can store (an unknown column, a value that is not of its column's type)."""
+
+
+def _text(name, value):
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    elif isinstance(value, (list, dict)):  # e.g. `attempts`, a JSON list stored as text
+        value = json.dumps(value, separators=(",", ":"))
+    elif not isinstance(value, str):
+        value = str(value)
+    # PostgreSQL text cannot hold NUL, and UTF-8 cannot hold lone surrogates (both can arrive in a
+    # client's JSON): a row must not be refused for a character.
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    limit = _LENGTHS.get(name)
+    if limit and len(value) > limit:
+        if name == "request_id":
+            raise BadRow(f"request_id longer than {limit} characters")
+        value = value[:limit]  # a client's over-long model name must not cost the row
+    return value
+
+
+def _coerce(name, kind, value):
+    if kind == "str":
+        return _text(name, value)
+    if kind == "datetime":
+        if isinstance(value, str):
+            value = dt.datetime.fromisoformat(value)
+        if not isinstance(value, dt.datetime):
+            raise BadRow(f"{name}: expected a datetime, got {type(value).__name__}")
+        # Naive means UTC; SQLite keeps no offset, so everything is stored as UTC.
+        return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+    if kind == "decimal":
+        if isinstance(value, bool):
+            raise BadRow(f"{name}: expected a number, got a bool")
+        try:
+            value = value if isinstance(value, Decimal) else Decimal(str(value))
+        except decimal.InvalidOperation:
+            raise BadRow(f"{name}: {value!r} is not a number") from None
+        if not value.is_finite():
+            raise BadRow(f"{name}: {value!r} is not finite")
+        # What the column keeps (PostgreSQL would round anyway): the spool then holds what the
+        # database holds, on SQLite too.
+        return value.quantize(_SCALES[name], rounding=decimal.ROUND_HALF_UP)
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if value in (0, 1):
+            return bool(value)
+        raise BadRow(f"{name}: expected a bool, got {value!r}")
+    # int
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise BadRow(f"{name}: {value!r} is not finite")
+        return round(value)  # e.g. a latency computed in float milliseconds
+    if isinstance(value, bool) or not isinstance(value, (int, str, Decimal)):
+        raise BadRow(f"{name}: expected an int, got {type(value).__name__}")
+    try:
+        return int(value)
+    except (ValueError, decimal.InvalidOperation):
+        raise BadRow(f"{name}: {value!r} is not an int") from None
+
+
+def normalize(row):
+    """A complete row for gateway_logs: every column present (multi-row VALUES need the same keys),
+    each value of its column's type, booleans defaulting to False, timestamps in UTC. Raises BadRow."""
+    unknown = row.keys() - COLUMN_NAMES
+    if unknown:
+        raise BadRow(f"unknown columns: {', '.join(sorted(unknown))}")
+    out = {}
+    for name, kind in _KINDS.items():
+        value = row.get(name)
+        if value is None:
+            out[name] = False if kind == "bool" else None
+        else:
+            out[name] = _coerce(name, kind, value)
+    if out["created_at"] is None:
+        out["created_at"] = dt.datetime.now(dt.timezone.utc)
+    return out
+
+
+def _jsonable(value):
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def encode(row):
+    """One spool line for a row. Decimals and datetimes are strings; `decode` turns them back by
+    column type, so the round trip is exact."""
+    row = normalize(row)
+    return (json.dumps({k: _jsonable(v) for k, v in row.items()}, separators=(",", ":")) + "\n").encode()
+
+
+def decode(line):
+    """The row of one spool line. Raises ValueError (BadRow or JSONDecodeError) on a damaged line."""
+    data = json.loads(line)
+    if not isinstance(data, dict):
+        raise BadRow("a spool line must be a JSON object")
+    return normalize(data)
+
+
+def _raw_line(row):
+    """Best-effort text of a row that cannot be encoded normally, for the rejected file."""
+    try:
+        return (json.dumps(row, default=str, separators=(",", ":")) + "\n").encode()
+    except Exception:  # noqa: BLE001 - last resort: keep something a human can read
+        return (json.dumps({"unencodable_row": repr(row)}) + "\n").encode()
+
+
+def insert_ignoring_duplicates(engine, rows):
+    """Insert normalized rows, skipping request_ids already stored; returns the number inserted.
+
+    One multi-row INSERT per `_MAX_ROWS_PER_STATEMENT` rows, all in one transaction.
+    """
+    make_insert = _INSERTS.get(engine.dialect.name)
+    if make_insert is None:
+        raise NotImplementedError(f"log writer: unsupported database {engine.dialect.name!r}")
+    inserted = 0
+    with engine.begin() as conn:
+        for start in range(0, len(rows), _MAX_ROWS_PER_STATEMENT):
+            chunk = rows[start:start + _MAX_ROWS_PER_STATEMENT]
+            stmt = make_insert(TABLE).values(chunk).on_conflict_do_nothing(index_elements=["request_id"])
+            inserted += conn.execute(stmt).rowcount
+    return inserted
+
+
+def _is_bad_data(exc):
+    """The database is fine but refuses a row: retrying the same row can never succeed.
+
+    Anything else (unreachable, timed out, a missing table during a deploy) may heal, so those rows
+    are spooled and retried rather than set aside.
+    """
+    if isinstance(exc, (OperationalError, InterfaceError)) or getattr(exc, "connection_invalidated", False):
+        return False
+    if isinstance(exc, (IntegrityError, DataError)):  # NOT NULL, value out of range
+        return True
+    # The driver refusing a value before sending it (psycopg2 raises these unwrapped).
+    return isinstance(exc, (ValueError, TypeError)) and not isinstance(exc, SQLAlchemyError)
+
+
+class _DatabaseDown(Exception):
+    pass
+
+
+def _fsync_dir(directory):
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _append(fd, data):
+    """Append and fsync; on failure cut the file back so no half line is left for the next append."""
+    size = os.fstat(fd).st_size
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except OSError:
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            pass
+        raise
+
+
+class _Claim:
+    """A spool file this writer holds (lock via `fd`) and is replaying from `offset`."""
+
+    def __init__(self, path, fd):
+        self.path, self.fd, self.offset = path, fd, 0
+
+    def release(self):
+        os.close(self.fd)
+
+
+class _Spool:
+    """This writer's own append-only spool file, created on first use, locked while open."""
+
+    def __init__(self, directory, tag):
+        self.directory, self.tag = directory, tag
+        self.path, self.fd = None, None
+        self.lock = threading.Lock()
+
+    def append(self, data):
+        with self.lock:
+            if self.fd is None:
+                self._create()
+            _append(self.fd, data)
+
+    def _create(self):
+        os.makedirs(self.directory, exist_ok=True)
+        token = secrets.token_hex(6)
+        tmp = os.path.join(self.directory, f".tmp-{self.tag}-{token}.jsonl")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh file: never contended
+            path = os.path.join(self.directory, f"spool-{self.tag}-{token}.jsonl")
+            os.rename(tmp, path)
+            _fsync_dir(self.directory)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.path, self.fd = path, fd
+
+    def detach(self):
+        """Hand the current file over for replay (renamed to a claimed name, still locked); the next
+        append starts a new file. None when there is nothing to hand over."""
+        with self.lock:
+            if self.fd is None:
+                return None
+            if os.fstat(self.fd).st_size == 0:
+                return None
+            claimed = os.path.join(self.directory, f"claimed-{self.tag}-{secrets.token_hex(6)}.jsonl")
+            os.rename(self.path, claimed)
+            claim = _Claim(claimed, self.fd)
+            self.path, self.fd = None, None
+        _fsync_dir(self.directory)
+        return claim
+
+    def close(self):
+        """Close (deleting the file if it is empty). A non-empty file is left, unlocked, for the next
+        writer to replay."""
+        with self.lock:
+            if self.fd is None:
+                return
+            if os.fstat(self.fd).st_size == 0:
+                os.unlink(self.path)
+            os.close(self.fd)
+            self.path, self.fd = None, None
+
+
+def claim_abandoned(directory, tag):
+    """Claim every spool or claimed file in `directory` whose owner is gone; returns the claims."""
+    claims = []
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return claims
+    for name in names:
+        if not name.endswith(".jsonl"):
+            continue
+        path = os.path.join(directory, name)
+        if name.startswith(".tmp-"):
+            _remove_if_abandoned(path)  # a writer died between create and rename: the file is empty
+            continue
+        if not name.startswith(("spool-", "claimed-")):
+            continue
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            log.warning("request log: cannot open spool file %s", path, exc_info=True)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # We hold the lock: the path cannot move under us unless it no longer names our file.
+            if os.stat(path).st_ino != os.fstat(fd).st_ino:
+                raise FileNotFoundError(path)
+            claimed = os.path.join(directory, f"claimed-{tag}-{secrets.token_hex(6)}.jsonl")
+            os.rename(path, claimed)
+        except (BlockingIOError, FileNotFoundError):  # alive, or claimed by someone else meanwhile
+            os.close(fd)
+            continue
+        except OSError:
+            os.close(fd)
+            log.warning("request log: cannot claim spool file %s", path, exc_info=True)
+            continue
+        claims.append(_Claim(claimed, fd))
+    if claims:
+        try:
+            _fsync_dir(directory)
+        except OSError:
+            pass  # the renames happened; only their durability across a power cut is in question
+    return claims
+
+
+def _remove_if_abandoned(path):
+    """Remove a temporary file left by a writer that died between creating and renaming it (so empty).
+    A young one may be a live writer's, about to be locked and renamed: leave it."""
+    try:
+        if time.time() - os.stat(path).st_mtime < 60:
+            return
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_size == 0:
+            os.unlink(path)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class LogWriter:
+    """Writes gateway_logs rows in the background; see the module docstring for the guarantees.
+
+    `engine` may be replaced at any time: the next batch or probe uses the new one. The thread starts
+    with the first `enqueue` (or `start()`), in the process that uses the writer, never before a fork.
+    """
+
+    def __init__(self, engine, spool_dir, batch_size=200, flush_interval=0.5, max_queue=10000,
+                 probe_seconds=2.0):
+        self.engine = engine
+        self.spool_dir = os.path.abspath(spool_dir)
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.max_queue = max_queue
+        self.probe_seconds = probe_seconds  # while the database is down, one cheap query this often
+        # Counters, in rows.
+        self.queued = 0      # accepted by enqueue
+        self.written = 0     # inserted from the queue
+        self.spooled = 0     # appended to a spool file
+        self.replayed = 0    # inserted from spool files
+        self.skipped = 0     # request_id already stored, so not inserted again (replays after a crash)
+        self.rejected = 0    # refused by the database as invalid: kept in a rejected-*.jsonl file
+        self.dropped = 0     # lost: the database and the disk both failed (each such row is logged)
+        self._count_lock = threading.Lock()
+        self._items = collections.deque()  # rows, and flush markers (threading.Event)
+        self._depth = 0
+        self._cond = threading.Condition()
+        self._thread = None
+        self._stopping = False
+        self._stopped = False
+        self._inflight = []
+        self._down = True        # unknown until the first probe, which runs at once
+        self._next_probe = 0.0
+        self._next_scan = 0.0
+        self._backoff_until = 0.0
+        self._claims = []
+        self._spool = None
+        self._tag = None
+        self._rejected_path = None
+        self._files_lock = threading.Lock()
+
+    # --- the request path ---------------------------------------------------------------------
+
+    def enqueue(self, row):
+        """Queue one row (keys: gateway_logs column names). O(1); never blocks, never raises."""
+        try:
+            row = dict(row)
+            with self._cond:
+                self.queued += 1
+                if self._thread is None and not self._stopped:
+                    self._start_locked()
+                if self._depth < self.max_queue and not self._stopping:
+                    self._items.append(row)
+                    self._depth += 1
+                    self._cond.notify()
+                    return
+            # Queue full (the database is slow or down) or the writer is stopping: straight to disk.
+            self._to_spool([row])
+        except Exception:  # noqa: BLE001 - logging must never break a request
+            self._count("dropped", 1)
+            log.exception("request log: could not queue a row: %r", row)
+
+    # --- control and metrics ------------------------------------------------------------------
+
+    def start(self):
+        with self._cond:
+            if self._thread is None and not self._stopped:
+                self._start_locked()
+
+    def _start_locked(self):
+        self._files()
+        self._thread = threading.Thread(target=self._run, name="gateway-log-writer", daemon=True)
+        self._thread.start()
+        atexit.register(self.stop, 5)  # a safety net; the app should call stop() on worker exit
+
+    def _files(self):
+        """The spool, made on first use (in the process that writes, so the pid in its name is right).
+        No disk access: a spool directory that cannot be written must not stop rows reaching the database."""
+        with self._files_lock:
+            if self._spool is None:
+                self._tag = f"{os.getpid()}-{secrets.token_hex(3)}"
+                self._spool = _Spool(self.spool_dir, self._tag)
+            return self._spool
+
+    def flush(self, timeout=10):
+        """Block until every row enqueued before this call is in the database or a spool file.
+        Returns False on timeout."""
+        marker = threading.Event()
+        with self._cond:
+            if self._stopped or self._stopping or self._thread is None:
+                return True  # enqueue starts the thread, so no thread means nothing queued
+            self._items.append(marker)
+            self._cond.notify()
+        return marker.wait(timeout)
+
+    def stop(self, timeout=10):
+        """Write out what is queued (database, else spool), stop the thread, release the spool files.
+        Returns False if the thread did not finish in time; what it held is spooled anyway."""
+        with self._cond:
+            if self._stopped:
+                return True
+            self._stopping = True
+            self._cond.notify_all()
+            thread = self._thread
+        finished = True
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            finished = not thread.is_alive()
+        if not finished:
+            # Stuck, e.g. an insert hanging on a dead connection. Spool everything it still holds; if
+            # that insert commits after all, the replay skips those request_ids.
+            rows, markers = self._take_everything()
+            self._to_spool(rows)
+            for marker in markers:
+                marker.set()
+            log.error("request log writer did not stop within %ss; %d rows spooled", timeout, len(rows))
+        with self._cond:
+            self._stopped = True
+        return finished
+
+    def queue_depth(self):
+        """Rows in memory: queued, or taken by the thread and not yet committed or spooled."""
+        return self._depth + len(self._inflight)
+
+    def spool_bytes(self):
+        """Bytes waiting for replay in the spool directory (every process's spool and claimed files)."""
+        total = 0
+        try:
+            with os.scandir(self.spool_dir) as entries:
+                for entry in entries:
+                    if entry.name.startswith(("spool-", "claimed-")) and entry.name.endswith(".jsonl"):
+                        try:
+                            total += entry.stat().st_size
+                        except FileNotFoundError:
+                            pass
+        except OSError:
+            pass  # no spool directory (yet): nothing waits
+        return total
+
+    def _count(self, name, n):
+        if n:
+            with self._count_lock:
+                setattr(self, name, getattr(self, name) + n)
+
+    # --- the writer thread --------------------------------------------------------------------
+
+    def _run(self):
+        try:
+            while True:
+                self._maintain()
+                rows, markers, last = self._take()
+                if rows:
+                    self._store(rows)
+                for marker in markers:
+                    marker.set()
+                if last:
+                    break
+        except BaseException:
+            log.exception("request log writer crashed; spooling what is queued")
+            with self._cond:
+                self._stopping = True
+            rows, markers = self._take_everything()
+            self._to_spool(rows)
+            for marker in markers:
+                marker.set()
+            raise
+        finally:
+            self._release_files()
+
+    def _take_everything(self):
+        with self._cond:
+            rows = list(self._inflight) + [i for i in self._items if isinstance(i, dict)]
+            markers = [i for i in self._items if not isinstance(i, dict)]
+            self._items.clear()
+            self._depth = 0
+            self._inflight = []
+        return rows, markers
+
+    def _take(self):
+        """Wait for rows; return (up to batch_size rows, flush markers reached, whether to exit).
+
+        Returns early with nothing when maintenance (probe, replay) is due.
+        """
+        rows, markers = [], []
+        with self._cond:
+            self._inflight = rows  # counted in queue_depth() and saved by stop() from here on
+            deadline = None
+            while len(rows) < self.batch_size:
+                now = time.monotonic()
+                if self._items and (self._stopping or now >= self._backoff_until):
+                    item = self._items.popleft()
+                    if isinstance(item, dict):
+                        rows.append(item)
+                        self._depth -= 1
+                        continue
+                    markers.append(item)
+                    break  # write what came before the marker, then signal it
+                if self._stopping:
+                    break
+                if rows:
+                    deadline = deadline or now + self.flush_interval
+                    if now >= deadline:
+                        break
+                    self._cond.wait(deadline - now)
+                elif now < self._backoff_until:
+                    self._cond.wait(self._backoff_until - now)
+                else:
+                    self._cond.wait(self._idle_wait())
+                    if not self._items:
+                        break
+            last = self._stopping and not self._items
+        return rows, markers, last
+
+    def _idle_wait(self):
+        if self._claims and not self._down:
+            return 0  # a replay is under way: go on with it
+        return min(1.0, self.probe_seconds)
+
+    def _store(self, rows):
+        """Rows from the queue: into the database, else into the spool."""
+        good, bad = [], []
+        for row in rows:
+            try:
+                good.append(normalize(row))
+            except (ValueError, TypeError) as e:
+                bad.append((row, e))
+        self._reject(bad)
+        if good:
+            if self._down and time.monotonic() < self._next_probe:
+                self._to_spool(good)  # known to be down: do not wait on a connection per batch
+            else:
+                try:
+                    inserted = self._commit(good)
+                except _DatabaseDown as e:
+                    self._mark_down(e.__cause__)
+                    self._to_spool(good)
+                else:
+                    self._count("written", inserted)
+                    self._count("skipped", len(good) - inserted)
+        self._inflight = []
+
+    def _commit(self, rows):
+        """Insert normalized rows, skipping stored request_ids; returns how many were inserted. Rows
+        the database refuses are found one by one and set aside. Raises _DatabaseDown."""
+        try:
+            inserted = insert_ignoring_duplicates(self.engine, rows)
+        except Exception as e:  # noqa: BLE001 - classified here
+            if not _is_bad_data(e):
+                raise _DatabaseDown() from e
+        else:
+            self._down = False
+            return inserted
+        inserted, bad = 0, []
+        for row in rows:
+            try:
+                inserted += insert_ignoring_duplicates(self.engine, [row])
+            except Exception as e:  # noqa: BLE001
+                if not _is_bad_data(e):
+                    raise _DatabaseDown() from e
+                bad.append((row, e))
+        self._down = False
+        self._reject(bad)
+        return inserted
+
+    def _mark_down(self, exc):
+        if not self._down:
+            first_line = str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() else repr(exc)
+            log.warning("request log: database unavailable (%s); spooling to %s", first_line, self.spool_dir)
+        self._down = True
+        self._next_probe = time.monotonic() + self.probe_seconds
+
+    def _maintain(self):
+        """Between batches: probe a database marked down; when it is up, claim files abandoned by dead
+        processes and replay a slice of what is spooled."""
+        if self._stopping:
+            return
+        now = time.monotonic()
+        if self._down:
+            if now < self._next_probe:
+                return
+            try:
+                with self.engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+            except Exception as e:  # noqa: BLE001 - still down
+                self._mark_down(e)
+                return
+            self._down = False
+        try:
+            if now >= self._next_scan:
+                self._next_scan = now + _SCAN_SECONDS
+                self._claims.extend(claim_abandoned(self.spool_dir, self._tag))
+            own = self._spool.detach()
+            if own is not None:
+                self._claims.append(own)
+        except OSError:
+            log.warning("request log: could not look for spool files in %s", self.spool_dir, exc_info=True)
+        budget = _REPLAY_BATCHES_PER_ROUND
+        while self._claims and budget > 0 and not self._down and time.monotonic() >= self._backoff_until:
+            budget = self._replay(self._claims[0], budget)
+
+    def _replay(self, claim, budget):
+        """Replay up to `budget` batches of a claimed file from where it was left; returns the budget
+        left. The file is deleted only when every row in it has been committed."""
+        try:
+            with open(claim.path, "rb") as f:
+                f.seek(claim.offset)
+                while True:
+                    if budget == 0:
+                        return 0  # the rest next round, after the live rows waiting meanwhile
+                    rows, bad_lines, end = [], [], claim.offset
+                    while len(rows) < self.batch_size:
+                        line = f.readline()
+                        if not line:
+                            break
+                        end += len(line)
+                        if not line.strip():
+                            continue
+                        try:
+                            rows.append(decode(line))
+                        except ValueError as e:  # a torn last line after a crash, or a hand edit
+                            bad_lines.append((line if line.endswith(b"\n") else line + b"\n", e))
+                    if not rows and not bad_lines:
+                        break
+                    if rows:
+                        inserted = self._commit(rows)
+                        self._count("replayed", inserted)
+                        self._count("skipped", len(rows) - inserted)
+                    if bad_lines:
+                        self._write_rejected(b"".join(line for line, _ in bad_lines))
+                        self._count("rejected", len(bad_lines))
+                        log.error("request log: %d unreadable line(s) of %s moved to %s (first: %s)",
+                                  len(bad_lines), claim.path, self._rejected_path, bad_lines[0][1])
+                    claim.offset = end
+                    budget -= 1
+            os.unlink(claim.path)
+            _fsync_dir(self.spool_dir)
+        except _DatabaseDown as e:
+            self._mark_down(e.__cause__)
+            return 0
+        except OSError:
+            log.warning("request log: could not replay %s; will retry", claim.path, exc_info=True)
+            self._backoff_until = time.monotonic() + self.probe_seconds
+            return 0
+        claim.release()
+        self._claims.remove(claim)
+        return budget
+
+    # --- disk -----------------------------------------------------------------------------------
+
+    def _to_spool(self, rows):
+        """Append rows to this writer's spool file, fsync-ed. Never raises."""
+        if not rows:
+            return
+        lines, bad = [], []
+        for row in rows:
+            try:
+                lines.append(encode(row))
+            except (ValueError, TypeError) as e:
+                bad.append((row, e))
+        self._reject(bad)
+        if not lines:
+            return
+        try:
+            self._files().append(b"".join(lines))
+        except OSError:
+            if self._hold_back(rows):
+                return
+            self._count("dropped", len(lines))
+            log.error("request log: %d rows LOST (database and spool both failed): %s", len(lines),
+                      b"".join(lines).decode(), exc_info=True)
+            return
+        self._count("spooled", len(lines))
+
+    def _hold_back(self, rows):
+        """The spool cannot be written (disk full?): the writer thread keeps the rows queued and pauses,
+        as long as the queue has room. The request path cannot wait, so it does not hold back."""
+        if threading.current_thread() is not self._thread:
+            return False
+        with self._cond:
+            if self._stopping or self._depth + len(rows) > self.max_queue:
+                return False
+            self._items.extendleft(reversed(rows))
+            self._depth += len(rows)
+            self._backoff_until = time.monotonic() + self.probe_seconds
+        log.error("request log: cannot write the spool in %s; holding %d rows in memory",
+                  self.spool_dir, len(rows), exc_info=True)
+        return True
+
+    def _reject(self, bad):
+        """Rows no retry can store: keep them in a rejected file for a human, and say so."""
+        if not bad:
+            return
+        lines = []
+        for row, _ in bad:
+            try:
+                lines.append(encode(row))
+            except (ValueError, TypeError):
+                lines.append(_raw_line(row))
+        try:
+            self._write_rejected(b"".join(lines))
+        except OSError:
+            self._count("dropped", len(bad))
+            log.error("request log: %d invalid rows LOST (could not write the rejected file): %s", len(bad),
+                      b"".join(lines).decode(), exc_info=True)
+            return
+        self._count("rejected", len(bad))
+        row, error = bad[0]
+        log.error("request log: %d row(s) refused as invalid, kept in %s (first: request_id=%s: %s)",
+                  len(bad), self._rejected_path, row.get("request_id") if isinstance(row, dict) else "?",
+                  str(error).strip().splitlines()[0] if str(error).strip() else repr(error))
+
+    def _write_rejected(self, data):
+        self._files()
+        with self._files_lock:
+            if self._rejected_path is None:
+                os.makedirs(self.spool_dir, exist_ok=True)
+                self._rejected_path = os.path.join(self.spool_dir, f"rejected-{self._tag}.jsonl")
+            fd = os.open(self._rejected_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                _append(fd, data)
+            finally:
+                os.close(fd)
+
+    def _release_files(self):
+        """On exit: close the own spool (a non-empty one is left for the next writer) and unlock
+        the claims (their files stay, for the next writer)."""
+        try:
+            if self._spool is not None:
+                self._spool.close()
+        except OSError:
+            log.warning("request log: could not close the spool file", exc_info=True)
+        for claim in self._claims:
+            claim.release()
+        self._claims = []
