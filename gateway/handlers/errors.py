@@ -1,5 +1,6 @@
 """OpenAI's error shape for every failure the gateway answers, and the Flask handlers that produce it."""
 import logging
+import math
 
 from flask import g, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -37,16 +38,29 @@ _HTTP = {
 def register(app):
     @app.errorhandler(ApiError)
     def _api_error(e):
+        g.error_message = e.error["message"]
         return error_response(e.status, e.error, e.headers)
 
     @app.errorhandler(UpstreamError)
     def _upstream_error(e):
         g.provider = getattr(e, "provider", None)
-        headers = {"Retry-After": str(int(e.retry_after))} if e.retry_after and e.status == 429 else None
+        g.error_message = e.error.get("message")
+        headers = {}
+        if e.retry_after and e.status in (429, 503):
+            headers["Retry-After"] = str(max(1, math.ceil(e.retry_after)))
+        outcome = getattr(e, "outcome", None)
+        if outcome is not None:
+            g.outcome = outcome
+            last = outcome.attempts[-1]["model"] if outcome.attempts else outcome.requested
+            failed_over = any(a["model"] != outcome.requested for a in outcome.attempts)
+            headers.update({"X-Model": last, "X-Failover": "true" if failed_over else "false"})
+            if failed_over:
+                headers["X-Original-Provider"] = outcome.original_provider
         return error_response(e.status, e.error, headers)
 
     @app.errorhandler(HTTPException)
     def _http_error(e):
+        g.error_message = e.description or e.name
         message, type_, code = _HTTP.get(e.code, (e.description or e.name, "invalid_request_error", None))
         if e.code == 413:
             message = f"Request body too large: the limit is {app.config['MAX_CONTENT_LENGTH']} bytes."
@@ -61,5 +75,6 @@ def register(app):
     def _unexpected(e):
         rid = getattr(g, "request_id", "unknown")
         log.exception("unhandled error in request %s", rid)
+        g.error_message = f"internal error: {type(e).__name__}"
         message = f"The gateway had an internal error processing your request (request id {rid})."
         return error_response(500, error_object(message, "server_error", None, None))

@@ -16,7 +16,7 @@ class _State:
         return self._s.feed(event, data)
 
     def finish(self):
-        return []
+        return self._s.finish()
 
     @property
     def finish_reason(self):

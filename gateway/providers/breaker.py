@@ -89,6 +89,11 @@ class Breakers:
                 except Exception:  # noqa: BLE001
                     pass
 
+    def release(self, model):
+        """The probe ended without a verdict (the upstream answered, but the request was at fault):
+        free the slot so the next request probes."""
+        self._state(model).probing = False
+
     def failure(self, model):
         state = self._state(model)
         with self._lock:

@@ -16,6 +16,7 @@ import random
 import time
 
 from gateway.providers import transport
+from gateway.providers.breaker import OPEN
 from gateway.providers.resume import ResilientStream
 from gateway.translate.common import UpstreamError, error_object
 
@@ -23,6 +24,7 @@ log = logging.getLogger("gateway")
 
 CLIENT_ERRORS = {400, 404, 413, 422}
 RETRY_ONCE = {"connect", "malformed", "http5xx"}
+FINAL = ("client_error", "context_length", "content_policy")  # the request's own fault: returned, never retried
 MAX_ATTEMPTS = 8   # per request, over the whole chain: a persistent failure stays bounded
 
 
@@ -86,32 +88,45 @@ class Manager:
         return models
 
     def _usable(self, models):
+        """(the models to walk, whether to walk them whatever their breakers say)."""
         configured = [m for m in models if self.providers[m.provider].configured]
-        allowed = [m for m in configured if self.breakers.allow(m.name)]
+        # Only a look (status() claims nothing): a half-open model's one probe slot is claimed in _walk,
+        # when the model is really about to be asked. Claiming it here for the whole chain left a
+        # fallback "probing" for ever whenever an earlier model answered, so it was never asked again.
+        allowed = [m for m in configured if self.breakers.status(m.name) != OPEN]
         # Every breaker open: still try the chain rather than refuse; the first to recover answers.
-        return allowed or configured
+        return (allowed, False) if allowed else (configured, True)
 
     def run(self, request, model, id_, created, stream, fallbacks=None, failover=True):
         """(result, Outcome): a completion dict, or an open UpstreamStream for `stream=True`."""
         deadline = time.monotonic() + self.settings.deadline
         outcome = Outcome(model.name, model.provider)
         chain = self.chain(model, fallbacks, failover)
-        candidates = self._usable(chain)
+        candidates, forced = self._usable(chain)
         if not candidates:
             raise UpstreamError(503, error_object(
                 f"No provider is configured for model '{model.name}' or its fallbacks: set "
                 f"{model.provider.upper()}_API_KEY.", "server_error", None, "provider_not_configured"))
-        result = self._walk(request, candidates, id_, created, stream, deadline, outcome, failover)
+        try:
+            result = self._walk(request, candidates, id_, created, stream, deadline, outcome, failover, forced)
+        except UpstreamError as err:
+            err.outcome = outcome  # what was tried, for the response headers and the log row
+            raise
         if stream:
             resumable = chain if failover else [outcome.model]
             result = ResilientStream(self, request, result, outcome, resumable, id_, created, deadline)
         return result, outcome
 
-    def _walk(self, request, candidates, id_, created, stream, deadline, outcome, failover):
+    def _walk(self, request, candidates, id_, created, stream, deadline, outcome, failover, forced=False):
         last = None
-        queue = list(candidates)
+        queue, skipped = list(candidates), []
         while queue:
             m = queue.pop(0)
+            if not forced and not self.breakers.allow(m.name):
+                skipped.append(m)  # half-open, and another request is its probe
+                if not queue and not outcome.attempts:
+                    queue, forced = skipped, True  # nothing else to ask: as when every breaker is open
+                continue
             try:
                 result = self._try_model(request, m, id_, created, stream, deadline, outcome)
             except UpstreamError as err:
@@ -121,7 +136,7 @@ class Manager:
                     queue = [x for x in self.chain(m, list(m.context_fallbacks)) if x is not m]
                     queue = [x for x in queue if self.providers[x.provider].configured]
                     continue
-                if what in ("client_error", "context_length", "content_policy"):
+                if what in FINAL:
                     err.provider = m.provider
                     raise
                 if time.monotonic() >= deadline or len(outcome.attempts) >= MAX_ATTEMPTS:
@@ -142,11 +157,13 @@ class Manager:
                 err = self.own_view(err, model)
                 outcome.failed(model, err)
                 what = kind(err)
-                if what in ("client_error", "context_length", "content_policy"):
+                self.count_failure(model, err)
+                if what in FINAL:
                     raise err from None
-                self.breakers.failure(model.name)
                 wait = self._retry_wait(what, err, attempt, deadline)
-                if wait is None:
+                # A failure that opens the breaker ends this model's turn: the retry would go to a model
+                # just declared down, and a failed half-open probe would get a second go.
+                if wait is None or self.breakers.status(model.name) == OPEN:
                     raise err from None
                 self.sleep(wait)
                 continue
@@ -168,6 +185,14 @@ class Manager:
             wait = self.settings.retry_backoff * (0.5 + random.random())
             return wait if wait < left else None
         return None
+
+    def count_failure(self, model, err):
+        """A failure counts toward the model's breaker unless the request itself was at fault; then the
+        model did answer, so a probe it was is over (its slot freed), neither failed nor proven."""
+        if kind(err) in FINAL:
+            self.breakers.release(model.name)
+        else:
+            self.breakers.failure(model.name)
 
     def attempt(self, request, model, id_, created, stream, deadline):
         provider = self.providers[model.provider]

@@ -35,10 +35,14 @@ class ResilientStream:
         self.tool_calls_sent = False
         self.resumed_on = []        # models asked to continue, in order
         self._trim_pending = False
+        # The id and created the client saw on the first chunk. An OpenAI stream relays the upstream's
+        # own id, not ours, so a continuation must adopt whatever was actually sent, not `self.id`.
+        self.sent_id, self.sent_created = None, None
+        self._malformed_before = 0  # malformed events skipped on upstreams given up on
 
     @property
     def malformed(self):
-        return self.upstream.malformed
+        return self._malformed_before + self.upstream.malformed
 
     def __iter__(self):
         stream, skip_role = self.upstream, False
@@ -49,23 +53,25 @@ class ResilientStream:
                     chunk = self._track(chunk, skip_role)
                     if chunk is not None:
                         yield chunk
-                self.state = stream.state
                 return
             except UpstreamError as err:
                 original = original or err
                 failed = self.outcome.model
                 self.outcome.failed(failed, err)
-                self.manager.breakers.failure(failed.name)
+                self.manager.count_failure(failed, err)
                 log.warning("stream from %s broke (%s) after %d characters; trying to continue",
                             failed.name, err.reason or err.status, sum(map(len, self.text)))
                 stream = None if self.tool_calls_sent else self._continue(failed)
                 if stream is None:
                     raise UpstreamError(original.status, original.error, reason=original.reason) from None
+                self._malformed_before += self.upstream.malformed
                 self.upstream, skip_role = stream, True
 
     def _track(self, chunk, skip_role):
-        if self.resumed_on and chunk.get("id") != self.id:
-            chunk = {**chunk, "id": self.id, "created": self.created}
+        if self.sent_id is None:
+            self.sent_id, self.sent_created = chunk.get("id", self.id), chunk.get("created", self.created)
+        elif self.resumed_on and chunk.get("id") != self.sent_id:
+            chunk = {**chunk, "id": self.sent_id, "created": self.sent_created}
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             if skip_role and "role" in delta:
@@ -114,13 +120,31 @@ class ResilientStream:
                 err = self.manager.own_view(err, model)
                 self.outcome.failed(model, err)
                 self.outcome.attempts[-1]["resumed"] = True
-                self.manager.breakers.failure(model.name)
+                # A model that cannot take the prefill (a 400) is not down: not a breaker failure.
+                self.manager.count_failure(model, err)
                 continue
             self.outcome.model, self.outcome.provider = model, model.provider
             self._trim_pending = True
-            self.state = stream.state
+            self.state = _Restamped(stream.state, self)
             return stream
         return None
 
     def close(self):
         self.upstream.close()
+
+
+class _Restamped:
+    """A continuation's stream state whose usage chunk carries the id the client already has
+    (the handler sends that chunk itself, past `_track`)."""
+
+    def __init__(self, state, stream):
+        self._state, self._stream = state, stream
+
+    def __getattr__(self, name):
+        return getattr(self._state, name)
+
+    def usage_chunk(self):
+        chunk = self._state.usage_chunk()
+        if chunk is not None and self._stream.sent_id is not None:
+            chunk = {**chunk, "id": self._stream.sent_id, "created": self._stream.sent_created}
+        return chunk

@@ -401,6 +401,14 @@ class AnthropicStream:
         self.done = True
         return self._role() + [self._chunk({}, self.finish_reason)]
 
+    def finish(self):
+        """The body ended. After message_delta the answer is whole (stop reason and final usage are in),
+        so a missing message_stop only loses the terminator: finish as it would have. Before it, the
+        stream was cut: nothing to add, and `finish_reason` stays None."""
+        if self.done or self._stop_reason is None:
+            return []
+        return self._message_stop({})
+
     def _error(self, data):
         # The HTTP status was already 200; the error type is the only signal of what went wrong.
         error = data.get("error") or {}

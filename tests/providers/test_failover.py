@@ -29,7 +29,8 @@ def gw(make_app):
 
 
 def chat(client, body=BODY, **headers):
-    return client.post("/v1/chat/completions", json=body, headers=headers)
+    # Identical requests repeat here: keep the cache out of the way.
+    return client.post("/v1/chat/completions", json=body, headers={"Cache-Control": "no-cache", **headers})
 
 
 @responses.activate
@@ -300,3 +301,110 @@ def test_a_cut_stream_no_model_can_continue_ends_with_an_error_not_a_clean_stop(
     assert "error" in json.loads(data[-1])
     assert not any(json.loads(d).get("choices") and json.loads(d)["choices"][0].get("finish_reason") == "stop"
                    for d in data[:-1])
+
+
+# ---------------------------------------------------------------- fixes found by tests/integration/test_faults_*
+
+@responses.activate
+def test_the_failure_that_opens_the_breaker_is_not_retried(gw):
+    client, manager = gw(GATEWAY_BREAKER_FAILURES="3")
+    openai = responses.post(OPENAI_URL, json=openai_error(503), status=503)
+    responses.post(ANTHROPIC_URL, json=anthropic_message())
+    assert chat(client).headers["X-Provider"] == "anthropic"
+    assert openai.call_count == 2                     # 2 failures: closed, so the retry went
+    assert chat(client).headers["X-Provider"] == "anthropic"
+    assert openai.call_count == 3                     # the 3rd failure opened it: no retry into it
+    assert manager.breakers.status("gpt-4o-mini") == "open"
+
+
+@responses.activate
+def test_a_half_open_fallback_is_not_left_probing_when_an_earlier_model_answers(gw):
+    client, manager = gw(GATEWAY_BREAKER_FAILURES="1", GATEWAY_BREAKER_COOLDOWN="30")
+    now = [1000.0]
+    manager.breakers.clock = lambda: now[0]
+    manager.breakers.failure("claude-haiku-4-5-20251001")      # Claude Haiku's breaker is open
+    now[0] += 31                                                # ... and now half-open
+    responses.post(OPENAI_URL, json=openai_completion())
+    anthropic = responses.post(ANTHROPIC_URL, json=anthropic_message())
+    assert chat(client).headers["X-Provider"] == "openai"       # Haiku is only gpt-4o-mini's fallback
+    resp = chat(client, {**BODY, "model": "claude-haiku-4-5-20251001"})
+    assert resp.headers["X-Provider"] == "anthropic" and resp.headers["X-Failover"] == "false"
+    assert anthropic.call_count == 1
+    assert manager.breakers.status("claude-haiku-4-5-20251001") == "closed"
+
+
+@responses.activate
+def test_a_half_open_model_whose_probe_is_in_flight_is_still_asked_when_nothing_else_can_be(gw):
+    client, manager = gw(GATEWAY_BREAKER_FAILURES="1", GATEWAY_BREAKER_COOLDOWN="30")
+    now = [1000.0]
+    manager.breakers.clock = lambda: now[0]
+    manager.breakers.failure("gpt-4o-mini")
+    now[0] += 31
+    assert manager.breakers.allow("gpt-4o-mini")                # another request holds the probe slot
+    openai = responses.post(OPENAI_URL, json=openai_completion())
+    resp = chat(client, **{"X-Gateway-Failover": "off"})
+    assert resp.status_code == 200 and openai.call_count == 1
+
+
+@responses.activate
+def test_a_probe_answered_with_a_client_error_frees_the_probe_slot(gw):
+    client, manager = gw(GATEWAY_BREAKER_FAILURES="1", GATEWAY_BREAKER_COOLDOWN="30")
+    now = [1000.0]
+    manager.breakers.clock = lambda: now[0]
+    manager.breakers.failure("gpt-4o-mini")
+    now[0] += 31
+    responses.post(OPENAI_URL, json=openai_error(400, "Invalid request.", "invalid_request_error"), status=400)
+    responses.post(OPENAI_URL, json=openai_completion())
+    assert chat(client).status_code == 400                       # the probe: the client's fault
+    resp = chat(client)                                          # the next request probes again
+    assert resp.status_code == 200 and resp.headers["X-Provider"] == "openai"
+    assert manager.breakers.status("gpt-4o-mini") == "closed"
+
+
+def _sse_events(resp):
+    data = [line[6:] for line in resp.get_data(as_text=True).split("\n\n") if line]
+    return data
+
+
+@responses.activate
+def test_a_continuation_keeps_the_id_the_client_already_has_usage_chunk_included(gw):
+    client, _ = gw()
+    responses.post(OPENAI_URL, body=openai_stream(["The quick", " brown"], complete=False),
+                   content_type="text/event-stream", stream=True)
+    responses.post(ANTHROPIC_URL, body=anthropic_stream([" fox."]), content_type="text/event-stream", stream=True)
+    resp = chat(client, {**BODY, "stream": True, "stream_options": {"include_usage": True}})
+    data = _sse_events(resp)
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(d) for d in data[:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == \
+        "The quick brown fox."
+    assert {c["id"] for c in chunks} == {"chatcmpl-s"}           # OpenAI's id, as the first chunk had it
+    assert {c["created"] for c in chunks} == {1}
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 1
+
+
+@responses.activate
+def test_malformed_events_are_counted_across_a_continuation(gw):
+    _, manager = gw()
+    broken = openai_stream(["The quick"], complete=False) + b"data: {not json\n\n"
+    responses.post(OPENAI_URL, body=broken, content_type="text/event-stream", stream=True)
+    responses.post(ANTHROPIC_URL, body=b"event: ping\ndata: {oops\n\n" + anthropic_stream([" fox."]),
+                   content_type="text/event-stream", stream=True)
+    model = manager.registry.resolve("gpt-4o-mini")
+    stream, _ = manager.run({**BODY, "stream": True}, model, "chatcmpl-x", 1, stream=True)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in stream if c["choices"])
+    assert text == "The quick fox."
+    assert stream.malformed == 2
+
+
+@responses.activate
+def test_a_fallback_rejecting_the_prefill_is_not_a_breaker_failure(gw):
+    client, manager = gw(GATEWAY_BREAKER_FAILURES="1")
+    responses.post(OPENAI_URL, body=openai_stream(["Partial"], complete=False),
+                   content_type="text/event-stream", stream=True)
+    responses.post(ANTHROPIC_URL, json=anthropic_error(400, "invalid_request_error", "This model does not "
+                                                       "support assistant message prefill."), status=400)
+    resp = chat(client, {**BODY, "stream": True})
+    assert "error" in json.loads(_sse_events(resp)[-1])
+    assert manager.breakers.status("claude-haiku-4-5-20251001") == "closed"
+    assert manager.breakers.status("gpt-4o-mini") == "open"      # the cut itself does count

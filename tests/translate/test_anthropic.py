@@ -1205,3 +1205,19 @@ def test_unknown_error_type_falls_back_on_the_status():
 def test_retry_after_is_kept():
     body = {"type": "error", "error": {"type": "rate_limit_error", "message": "Rate limited"}}
     assert error_from_anthropic(429, body, "", retry_after=12).retry_after == 12
+
+
+def test_a_stream_closed_after_message_delta_is_finished_as_message_stop_would():
+    s = AnthropicStream(MODEL, ID, CREATED)
+    for event in [message_start(), text_start(0), text_delta(0, "Hi"), block_stop(0), message_end("end_turn", 3)[0]]:
+        s.feed(*event)
+    assert s.finish() == [c({}, "stop")]
+    assert s.finish_reason == "stop" and s.done and s.usage["completion_tokens"] == 3
+
+
+def test_a_stream_cut_before_message_delta_is_not_finished():
+    s = AnthropicStream(MODEL, ID, CREATED)
+    for event in [message_start(), text_start(0), text_delta(0, "Hi")]:
+        s.feed(*event)
+    assert s.finish() == []
+    assert s.finish_reason is None and not s.done
