@@ -20,3 +20,36 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({x-request-i
 errorlog = "-"
 loglevel = os.environ.get("GATEWAY_LOG_LEVEL", "info").lower()
 preload_app = False
+
+
+# Prometheus multiprocess mode: every worker writes its metrics to files in one directory, which
+# /metrics sums. The directory is made fresh when the master starts, before any worker imports
+# prometheus_client.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    import tempfile
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_exit(server, worker):
+    """A stopping worker writes out the request logs it still holds (to the database or the spool)."""
+    app = getattr(worker, "wsgi", None)
+    gateway = getattr(app, "extensions", {}).get("gateway") if app is not None else None
+    if gateway is not None:
+        gateway.log_writer.stop(timeout=10)
+
+
+def when_ready(server):
+    """Check keys, database and Redis once, in the master; stop with a clear message if the schema is old."""
+    from gateway import applog, config, startup
+    try:
+        settings = config.load()
+        applog.configure(settings.log_level)
+        startup.check(settings)
+    except (config.ConfigError, startup.NotReady) as e:
+        server.log.error("gateway cannot start: %s", e)
+        raise SystemExit(4)

@@ -10,7 +10,10 @@ from flask import Flask, g, request
 from gateway import applog, config as config_module
 from gateway.extensions import make_engine, make_redis
 from gateway.handlers import chat, errors, health, models
-from gateway.middleware import cors
+from gateway.handlers import metrics as metrics_endpoint
+from gateway import accounting
+from gateway.cache import exact
+from gateway.middleware import cors, ratelimit as ratelimit_hook
 from gateway.middleware.auth import authenticate
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.breaker import Breakers
@@ -19,7 +22,12 @@ from gateway.providers.gemini import GeminiProvider
 from gateway.providers.openai import OpenAIProvider
 from gateway.providers.registry import Registry
 from gateway.providers.transport import make_session
+from gateway.ratelimit import RateLimiter
+from gateway.ratelimit import backend_for as limiter_backend
+from gateway.redisguard import RedisGuard
 from gateway.store.keys import KeyCache
+from gateway.store.logwriter import LogWriter
+from gateway.store.pricing import PriceBook
 
 log = logging.getLogger("gateway")
 
@@ -38,13 +46,23 @@ class Gateway:
     sessions: dict
     manager: Manager
     keys: KeyCache
+    prices: PriceBook
+    log_writer: LogWriter
+    cache: exact.ExactCache
+    limiter: RateLimiter
+    guard: RedisGuard
     _started: bool = False
+
+    @property
+    def breakers(self):
+        return self.manager.breakers
 
     def start_background(self):
         """Background work starts on the first request, in the worker, never in the gunicorn master."""
         if self._started:
             return
         self._started = True
+        self.log_writer.start()  # also replays spool files a dead worker left behind
         threading.Thread(target=self._flush_loop, name="gateway-last-used", daemon=True).start()
 
     def _flush_loop(self):
@@ -68,8 +86,19 @@ def build(settings):
     sessions = {name: make_session(settings.upstream_pool_size) for name in providers}
     breakers = Breakers(settings.breaker_failures, settings.breaker_cooldown, redis_client)
     manager = Manager(settings, registry, providers, sessions, breakers)
-    return Gateway(settings, engine, redis_client, registry, providers, sessions, manager,
-                   KeyCache(engine, settings.key_cache_seconds))
+    guard = RedisGuard()
+    ns = settings.redis_namespace
+    return Gateway(
+        settings, engine, redis_client, registry, providers, sessions, manager,
+        keys=KeyCache(engine, settings.key_cache_seconds),
+        prices=PriceBook(engine),
+        log_writer=LogWriter(engine, settings.spool_dir),
+        # The lock outlives the slowest answer, so identical requests never race past a long generation.
+        cache=exact.ExactCache(exact.backend_for(redis_client), namespace=ns, guard=guard,
+                               lock_ttl=settings.deadline),
+        limiter=RateLimiter(limiter_backend(redis_client), namespace=ns, fail_open=settings.ratelimit_fail_open,
+                            guard=guard),
+        guard=guard)
 
 
 def create_app(settings=None):
@@ -89,7 +118,9 @@ def create_app(settings=None):
         if answer is not None:
             return answer
         if request.path.startswith("/v1/") or request.path == "/v1":
+            g.logged_path = True
             authenticate()
+            ratelimit_hook.enforce()
 
     @app.after_request
     def _finish(resp):
@@ -97,11 +128,14 @@ def create_app(settings=None):
         if "X-Provider" not in resp.headers:
             resp.headers["X-Provider"] = g.get("provider") or "gateway"
         cors.decorate(settings.cors_origins, resp)
+        ratelimit_hook.headers(resp)
+        if g.get("logged_path") and not g.get("deferred"):
+            accounting.record(gw, resp.status_code)
         if "X-Latency-Ms" not in resp.headers and "start" in g:
             resp.headers["X-Latency-Ms"] = str(int((time.perf_counter() - g.start) * 1000))
         return resp
 
     errors.register(app)
-    for bp in (chat.bp, models.bp, health.bp):
+    for bp in (chat.bp, models.bp, health.bp, metrics_endpoint.bp):
         app.register_blueprint(bp)
     return app

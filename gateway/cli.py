@@ -59,6 +59,46 @@ def cmd_keys_revoke(args):
     print(f"revoked {args.key}")
 
 
+def cmd_pricing_list(args):
+    from gateway.store.pricing import list_prices
+    rows = list_prices(_engine(_settings()))
+    print(f"{'model':<32} {'provider':<10} {'input':>10} {'output':>10} {'cached in':>10} {'cache write':>11}  effective from")
+    dash = "-"
+    for p in rows:
+        print(f"{p.model:<32} {p.provider:<10} {p.input_per_million:>10} {p.output_per_million:>10} "
+              f"{p.cached_input_per_million or dash:>10} {p.cache_write_per_million or dash:>11}  "
+              f"{p.effective_from:%Y-%m-%d %H:%M}")
+
+
+def _provider_of(model):
+    from gateway.providers.registry import Registry
+    m = Registry(_settings()).resolve(model)
+    return m.provider if m is not None else None
+
+
+def cmd_pricing_set(args):
+    from gateway.store.pricing import set_price
+    provider = args.provider or _provider_of(args.model)
+    if not provider:
+        sys.exit(f"gateway: {args.model!r} is not in the model table; say which provider with --provider")
+    try:
+        set_price(_engine(_settings()), args.model, provider, args.input, args.output, args.cached_input,
+                  args.cache_write)
+    except ValueError as e:
+        sys.exit(f"gateway: {e}")
+    print(f"price for {args.model} set: input {args.input}, output {args.output} USD per 1M tokens (effective now)")
+
+
+def cmd_report(args):
+    from gateway.store.report import format_table, parse_since, report
+    try:
+        since = parse_since(args.since)
+    except ValueError as e:
+        sys.exit(f"gateway: {e}")
+    rows = report(_engine(_settings()), since, args.by)
+    print(format_table(rows, args.by))
+
+
 def cmd_serve(args):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "-c", os.path.join(root, "gunicorn.conf.py"),
@@ -88,6 +128,22 @@ def parser():
     revoke = keys.add_parser("revoke", help="revoke a key by id or prefix")
     revoke.add_argument("key", help="numeric id or displayed prefix (gw_xxxxxxxx)")
     revoke.set_defaults(func=cmd_keys_revoke)
+
+    pricing = sub.add_parser("pricing", help="model prices").add_subparsers(dest="pricing_command", required=True)
+    pricing.add_parser("list", help="the price in force per model").set_defaults(func=cmd_pricing_list)
+    setp = pricing.add_parser("set", help="a new price, effective now (history is kept)")
+    setp.add_argument("model")
+    setp.add_argument("--input", required=True, help="USD per 1M input tokens")
+    setp.add_argument("--output", required=True, help="USD per 1M output tokens")
+    setp.add_argument("--cached-input", default=None, help="USD per 1M cached input tokens")
+    setp.add_argument("--cache-write", default=None, help="USD per 1M prompt-cache write tokens")
+    setp.add_argument("--provider", default=None, help="needed for a model not in the model table")
+    setp.set_defaults(func=cmd_pricing_set)
+
+    rep = sub.add_parser("report", help="requests, tokens, spend and latency per model, key, customer, ...")
+    rep.add_argument("--since", default="7d", help="how far back: 30m, 24h, 7d (default 7d)")
+    rep.add_argument("--by", default="model", choices=["model", "provider", "key", "customer", "feature", "day"])
+    rep.set_defaults(func=cmd_report)
 
     sub.add_parser("serve", help="run gunicorn with gevent workers").set_defaults(func=cmd_serve)
     sim = sub.add_parser("simulate", help="run the provider simulator", add_help=False)

@@ -126,6 +126,12 @@ class Settings:
     retry_backoff: float
     breaker_failures: int
     breaker_cooldown: float
+    metrics_token: str | None = dataclasses.field(default=None, repr=False)
+    log_bodies: bool = False
+    spool_dir: str = "instance/spool"
+    ratelimit_fail_open: bool = True
+    cache_shared: bool = False
+    redis_namespace: str = "gw:"
     secret_env: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def provider_key(self, provider):
@@ -171,5 +177,12 @@ def load(env=None):
         retry_backoff=_float(env, "GATEWAY_RETRY_BACKOFF", 0.2),
         breaker_failures=_int(env, "GATEWAY_BREAKER_FAILURES", 3, minimum=1),
         breaker_cooldown=_float(env, "GATEWAY_BREAKER_COOLDOWN", 10.0),
+        metrics_token=(env.get("GATEWAY_METRICS_TOKEN") or "").strip() or None,
+        log_bodies=_bool(env, "GATEWAY_LOG_BODIES", False),
+        spool_dir=os.path.abspath(env.get("GATEWAY_SPOOL_DIR") or os.path.join(
+            env.get("GATEWAY_INSTANCE_DIR") or "instance", "spool")),
+        ratelimit_fail_open=_bool(env, "GATEWAY_RATELIMIT_FAIL_OPEN", True),
+        cache_shared=_bool(env, "GATEWAY_CACHE_SHARED", False),
+        redis_namespace=(env.get("GATEWAY_REDIS_PREFIX") or "gw:"),
         secret_env=secret_env,
     )

@@ -56,3 +56,40 @@ def test_a_bad_setting_stops_the_command_naming_the_variable(sqlite_url):
     out = subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "list"], env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode != 0 and "GATEWAY_READ_TIMEOUT" in out.stderr
+
+
+def test_pricing_set_adds_a_current_row_and_keeps_history(url):
+    import secrets as sec
+    model = "cli-model-" + sec.token_hex(4)   # a model of this test's own: the database is shared
+    run(["pricing", "set", model, "--input", "0.10", "--output", "0.40", "--provider", "openai"], url)
+    run(["pricing", "set", model, "--input", "0.20", "--output", "0.80", "--cached-input", "0.1"], url, check=False)
+    run(["pricing", "set", model, "--input", "0.20", "--output", "0.80", "--cached-input", "0.1",
+         "--provider", "openai"], url)
+    listing = run(["pricing", "list"], url).stdout
+    line = next(line for line in listing.splitlines() if line.startswith(model + " "))
+    assert "0.200000" in line and "0.800000" in line
+    from gateway.store.models import ModelPricing
+    with make_engine(url).connect() as conn:
+        rows = conn.execute(select(ModelPricing.__table__).where(ModelPricing.model == model)).all()
+    assert len(rows) == 2   # the old row stays, so old log rows stay explained
+
+
+def test_pricing_set_for_an_unknown_model_needs_a_provider(url):
+    out = run(["pricing", "set", "mystery-1", "--input", "1", "--output", "2"], url, check=False)
+    assert out.returncode != 0 and "--provider" in out.stderr
+    run(["pricing", "set", "mystery-1", "--input", "1", "--output", "2", "--provider", "ollama"], url)
+
+
+def test_report_prints_a_table(url):
+    import datetime as dt
+    import secrets as sec
+    from gateway.store.models import GatewayLog
+    provider = "prov-" + sec.token_hex(4)
+    with make_engine(url).begin() as conn:
+        conn.execute(GatewayLog.__table__.insert().values(
+            request_id="req_cli_" + sec.token_hex(8), endpoint="/v1/chat/completions", model="m", provider=provider,
+            status_code=200, cost_usd=1.5, latency_ms=10, created_at=dt.datetime.now(dt.timezone.utc)))
+    out = run(["report", "--since", "7d", "--by", "provider"], url)
+    assert out.returncode == 0 and provider in out.stdout
+    bad = run(["report", "--since", "soon"], url, check=False)
+    assert bad.returncode != 0 and "soon" in bad.stderr

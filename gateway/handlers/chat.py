@@ -1,14 +1,20 @@
-"""POST /v1/chat/completions: validate, route through the failover manager, answer or stream."""
+"""POST /v1/chat/completions: validate, answer from the cache or through the failover manager,
+price the answer, and stream it or send it whole."""
 import time
+from decimal import Decimal
 
 import orjson
 from flask import Blueprint, Response, current_app, g, request, stream_with_context
 
+from gateway import accounting
+from gateway.cache.exact import cache_key
+from gateway.cache.replay import Accumulator, replay
 from gateway.handlers.errors import ApiError
 from gateway.handlers.validation import validate_chat
 from gateway.translate.common import UpstreamError, new_completion_id, now
 
 bp = Blueprint("chat", __name__)
+DONE = b"data: [DONE]\n\n"
 
 
 def parse_json():
@@ -28,57 +34,178 @@ def _header_list(name):
     return [m.strip() for m in raw.split(",") if m.strip()]
 
 
-def _route_headers(outcome):
-    headers = {"X-Provider": outcome.provider, "X-Model": outcome.model.name,
-               "X-Failover": "true" if outcome.failover_used else "false"}
-    if outcome.failover_used:
-        headers["X-Original-Provider"] = outcome.original_provider
-    return headers
-
-
 def _latency_ms():
     return int((time.perf_counter() - g.start) * 1000)
+
+
+def _data(obj):
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def _cache_key(gw, body):
+    """The cache key for this request, or None when the cache is off for it."""
+    key = g.api_key
+    if not key.cache_enabled:
+        return None
+    directives = (request.headers.get("Cache-Control") or "").lower()
+    if "no-cache" in directives or "no-store" in directives:
+        return None
+    return cache_key(body, "global" if gw.settings.cache_shared else str(key.id))
 
 
 @bp.post("/v1/chat/completions")
 def chat_completions():
     gw = current_app.extensions["gateway"]
     body = validate_chat(parse_json())
+    g.body = body
     model = gw.registry.resolve(body["model"])
     if model is None:
         raise ApiError(404, f"The model `{body['model']}` does not exist or is not routed by this gateway.",
                        param="model", code="model_not_found")
-    stream = bool(body.get("stream"))
+    key = _cache_key(gw, body)
+    if body.get("stream"):
+        return _stream(gw, body, model, key)
+    return _complete(gw, body, model, key)
+
+
+def _run(gw, body, model, stream):
     failover = (request.headers.get("X-Gateway-Failover") or "on").strip().lower() not in ("off", "false", "0")
     id_, created = new_completion_id(), now()
     result, outcome = gw.manager.run(body, model, id_, created, stream,
                                      fallbacks=_header_list("X-Gateway-Fallbacks"), failover=failover)
     g.outcome = outcome
-    if not stream:
-        resp = Response(orjson.dumps(result), mimetype="application/json")
-        resp.headers.update(_route_headers(outcome))
-        resp.headers["X-Latency-Ms"] = str(_latency_ms())
-        return resp
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    resp = Response(stream_with_context(_sse(result, include_usage)), mimetype="text/event-stream")
-    resp.headers.update(_route_headers(outcome))
-    resp.headers["X-Latency-Ms"] = str(_latency_ms())  # time to the first upstream event
+    return result, outcome
+
+
+def _entry(completion, outcome, cost):
+    return {"completion": completion, "provider": outcome.provider, "model": outcome.model.name,
+            "cost_usd": str(cost) if cost is not None else None, "created": completion.get("created")}
+
+
+def _complete(gw, body, model, key):
+    def compute():
+        completion, outcome = _run(gw, body, model, stream=False)
+        g.usage = completion.get("usage")
+        g.cost = accounting.cost(gw, outcome.model, g.usage)
+        return _entry(completion, outcome, g.cost)
+
+    if key is None:
+        entry, hit = compute(), False
+    else:
+        entry, hit = gw.cache.get_or_compute(key, compute, g.api_key.cache_ttl_seconds,
+                                             wait_timeout=gw.settings.deadline)
+    completion = entry["completion"]
+    if hit:
+        completion = {**completion, "id": new_completion_id(), "created": now()}
+        _as_cache_hit(entry, completion.get("usage"))
+    completion["cost_usd"] = float(g.cost) if g.get("cost") is not None else None
+    completion["latency_ms"] = _latency_ms()
+    resp = Response(orjson.dumps(completion), mimetype="application/json")
+    _route_headers(resp, entry, hit, key)
+    return resp
+
+
+def _as_cache_hit(entry, usage):
+    g.cache_hit = True
+    g.usage = usage
+    g.cost = Decimal(0)
+    g.saved = entry.get("cost_usd")
+    g.cached_model, g.cached_provider = entry.get("model"), entry.get("provider")
+
+
+def _route_headers(resp, entry, hit, key):
+    outcome = g.get("outcome")
+    if hit or outcome is None:
+        resp.headers.update({"X-Provider": entry["provider"], "X-Model": entry["model"], "X-Failover": "false"})
+    else:
+        resp.headers.update({"X-Provider": outcome.provider, "X-Model": outcome.model.name,
+                             "X-Failover": "true" if outcome.failover_used else "false"})
+        if outcome.failover_used:
+            resp.headers["X-Original-Provider"] = outcome.original_provider
+    if key is not None:
+        resp.headers["X-Cache-Hit"] = "exact" if hit else "miss"
+    resp.headers["X-Cost-USD"] = accounting.header(g.get("cost"))
+    resp.headers["X-Latency-Ms"] = str(_latency_ms())
+
+
+def _sse_response(gen):
+    g.deferred = True  # the row is written when the stream ends, not when the headers go
+    resp = Response(stream_with_context(gen), mimetype="text/event-stream")
     resp.headers["Cache-Control"] = "no-cache"
     resp.headers["X-Accel-Buffering"] = "no"
     return resp
 
 
-def _sse(upstream, include_usage):
+def _stream(gw, body, model, key):
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    cache, locked = gw.cache, False
+    if key is not None:
+        entry = cache.get(key)
+        if entry is None:
+            locked = cache.lock(key)
+            if not locked:
+                entry = cache.wait_for(key, gw.settings.deadline)
+        if entry is not None:
+            _as_cache_hit(entry, entry["completion"].get("usage"))
+            chunks = replay(entry["completion"], new_completion_id(), now(), include_usage)
+            resp = _sse_response(_replay(gw, chunks, include_usage))
+            _route_headers(resp, entry, True, key)
+            return resp
     try:
-        for chunk in upstream:
-            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+        upstream, outcome = _run(gw, body, model, stream=True)
+    except BaseException:
+        if locked:
+            cache.unlock(key)
+        raise
+    g.ttft = time.perf_counter() - g.start
+    resp = _sse_response(_relay(gw, upstream, include_usage, key if locked else None))
+    _route_headers(resp, None, False, key)
+    del resp.headers["X-Cost-USD"]   # known only when the stream ends: the usage chunk carries it
+    return resp
+
+
+def _replay(gw, chunks, include_usage):
+    try:
+        for c in chunks:
+            if include_usage and not c["choices"]:
+                c = {**c, "cost_usd": 0.0}
+            yield _data(c)
+        yield DONE
+    finally:
+        accounting.record(gw, 200, stream=True)
+
+
+def _relay(gw, upstream, include_usage, key):
+    """Relay the upstream's chunks as they come; price, cache and log the answer when it ends."""
+    acc = Accumulator() if key is not None else None
+    status, finished = 200, False
+    try:
+        for c in upstream:
+            if acc is not None:
+                acc.add(c)
+            yield _data(c)
+        g.usage = upstream.state.usage
+        g.cost = accounting.cost(gw, g.outcome.model, g.usage)
         if include_usage:
-            usage = upstream.state.usage_chunk()
-            if usage is not None:
-                yield b"data: " + orjson.dumps(usage) + b"\n\n"
-        yield b"data: [DONE]\n\n"
+            last = upstream.state.usage_chunk()
+            if last is not None:
+                last["cost_usd"] = float(g.cost) if g.cost is not None else None
+                yield _data(last)
+        yield DONE
+        finished = True
     except UpstreamError as e:
         # Headers are gone: the failure reaches the client as an error event, never as a clean end.
-        yield b"data: " + orjson.dumps({"error": e.error}) + b"\n\n"
+        status, g.error_message = e.status, e.error.get("message")
+        yield _data({"error": e.error})
+    except GeneratorExit:
+        status, g.error_message = 499, "client closed the connection"
+        raise
     finally:
         upstream.close()
+        if key is not None:
+            if finished and acc.complete and not upstream.resumed_on:
+                entry = _entry(acc.completion(g.usage), g.outcome, g.get("cost"))
+                gw.cache.set_async(key, entry, g.api_key.cache_ttl_seconds, unlock=True)
+            else:
+                gw.cache.unlock(key)
+        accounting.record(gw, status, stream=True)

@@ -1,0 +1,74 @@
+"""What a request cost and the row it leaves: priced from the price table, logged in the background,
+counted in the metrics. Every /v1 request ends here exactly once, whatever its outcome."""
+import datetime as dt
+import json
+import time
+from decimal import Decimal
+
+from flask import g, request
+
+from gateway import metrics
+
+SIX = Decimal("0.000001")
+
+
+def cost(gw, model, usage):
+    """USD for `usage` on `model` (a registry Model), or None when the model has no price."""
+    if not usage or model is None:
+        return None
+    if model.price is not None:
+        inp, out = model.price
+        prompt = usage.get("prompt_tokens") or 0
+        completion = usage.get("completion_tokens") or 0
+        return ((Decimal(prompt) * inp + Decimal(completion) * out) / Decimal(1_000_000)).quantize(Decimal("1e-8"))
+    return gw.prices.cost(model.name, usage)
+
+
+def header(value):
+    return str((value or Decimal(0)).quantize(SIX))
+
+
+def record(gw, status, stream=False, response_body=None):
+    """Enqueue this request's log row and count it. Reads what the handler left on `g`."""
+    if g.get("recorded"):
+        return
+    g.recorded = True
+    outcome = g.get("outcome")
+    usage = g.get("usage") or {}
+    model = outcome.model if outcome is not None and outcome.model is not None else None
+    latency = time.perf_counter() - g.start
+    key = g.get("api_key")
+    body = g.get("body") or {}
+    row = {
+        "request_id": g.request_id,
+        "api_key_id": key.id if key else None,
+        "endpoint": request.path[:100],
+        "model": (body.get("model") if isinstance(body, dict) else None) or None,
+        "model_served": model.name if model else g.get("cached_model"),
+        "provider": outcome.provider if outcome is not None and outcome.provider else g.get("cached_provider"),
+        "original_provider": outcome.original_provider if outcome is not None else g.get("cached_provider"),
+        "status_code": status,
+        "prompt_tokens": usage.get("prompt_tokens"),
+        "completion_tokens": usage.get("completion_tokens"),
+        "total_tokens": usage.get("total_tokens"),
+        "cached_tokens": (usage.get("prompt_tokens_details") or {}).get("cached_tokens"),
+        "cost_usd": g.get("cost"),
+        "saved_usd": g.get("saved"),
+        "latency_ms": int(latency * 1000),
+        "cache_hit": bool(g.get("cache_hit")),
+        "failover_used": bool(outcome is not None and outcome.failover_used),
+        "error_message": (g.get("error_message") or None),
+        "attempts": json.dumps(outcome.attempts) if outcome is not None and outcome.attempts else None,
+        "stream": bool(stream),
+        "customer_id": (request.headers.get("X-Customer-Id") or "")[:200] or None,
+        "feature": (request.headers.get("X-Feature") or "")[:200] or None,
+        "end_user": (body.get("user") if isinstance(body, dict) and isinstance(body.get("user"), str) else None),
+        "created_at": dt.datetime.now(dt.timezone.utc),
+    }
+    if gw.settings.log_bodies and isinstance(body, dict):
+        row["request_body"] = json.dumps(body.get("messages"), ensure_ascii=False)
+        if response_body is not None:
+            row["response_body"] = json.dumps(response_body, ensure_ascii=False)
+    gw.log_writer.enqueue(row)
+    metrics.observe(row["model_served"] or row["model"], row["provider"], status, latency, usage, g.get("cost"),
+                    g.get("ttft"), outcome)

@@ -1,0 +1,168 @@
+"""The exact-match cache and the rate limiter on the request path, on the in-process stores and real Redis."""
+import json
+import threading
+
+import pytest
+import responses
+from openai.types.chat import ChatCompletionChunk
+
+from gateway.store.keys import create_key
+from tests.providers.wire import OPENAI_URL, openai_completion, openai_stream
+
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}], "temperature": 0}
+
+
+@pytest.fixture(params=["memory", "redis"])
+def gw(request, make_app):
+    env = {}
+    if request.param == "redis":
+        env = {"REDIS_URL": request.getfixturevalue("redis_url"),
+               "GATEWAY_REDIS_PREFIX": request.getfixturevalue("redis_prefix")}
+
+    def factory(**key_settings):
+        app, _ = make_app(ANTHROPIC_API_KEY=None, GEMINI_API_KEY=None, **env)
+        key, _ = create_key(app.extensions["gateway"].engine, "k", **key_settings)
+        client = app.test_client()
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+        return client
+    return factory
+
+
+@responses.activate
+def test_a_repeated_request_is_answered_from_the_cache(gw):
+    client = gw()
+    upstream = responses.post(OPENAI_URL, json=openai_completion())
+    first = client.post("/v1/chat/completions", json=BODY)
+    second = client.post("/v1/chat/completions", json={**BODY, "user": "someone"})  # `user` does not change it
+    assert first.headers["X-Cache-Hit"] == "miss" and second.headers["X-Cache-Hit"] == "exact"
+    assert upstream.call_count == 1
+    a, b = first.get_json(), second.get_json()
+    assert a["choices"] == b["choices"] and a["usage"] == b["usage"]
+    assert a["id"] != b["id"]
+    assert second.headers["X-Cost-USD"] == "0.000000" and b["cost_usd"] == 0
+    assert second.headers["X-Provider"] == "openai"
+    assert float(first.headers["X-Cost-USD"]) > 0
+
+
+@responses.activate
+def test_a_changed_parameter_misses(gw):
+    client = gw()
+    upstream = responses.post(OPENAI_URL, json=openai_completion())
+    client.post("/v1/chat/completions", json=BODY)
+    resp = client.post("/v1/chat/completions", json={**BODY, "temperature": 0.5})
+    assert resp.headers["X-Cache-Hit"] == "miss" and upstream.call_count == 2
+
+
+@responses.activate
+def test_no_cache_header_skips_the_cache(gw):
+    client = gw()
+    upstream = responses.post(OPENAI_URL, json=openai_completion())
+    client.post("/v1/chat/completions", json=BODY)
+    resp = client.post("/v1/chat/completions", json=BODY, headers={"Cache-Control": "no-cache"})
+    assert "X-Cache-Hit" not in resp.headers and upstream.call_count == 2
+
+
+@responses.activate
+def test_a_key_with_the_cache_off_always_goes_upstream(gw):
+    client = gw(cache_enabled=False)
+    upstream = responses.post(OPENAI_URL, json=openai_completion())
+    client.post("/v1/chat/completions", json=BODY)
+    client.post("/v1/chat/completions", json=BODY)
+    assert upstream.call_count == 2
+
+
+@responses.activate
+def test_tenants_never_read_each_others_answers(gw):
+    alice, bob = gw(), gw()
+    upstream = responses.post(OPENAI_URL, json=openai_completion())
+    alice.post("/v1/chat/completions", json=BODY)
+    assert bob.post("/v1/chat/completions", json=BODY).headers["X-Cache-Hit"] == "miss"
+    assert upstream.call_count == 2
+
+
+@responses.activate
+def test_errors_are_never_cached(gw):
+    client = gw()
+    responses.post(OPENAI_URL, json={"error": {"message": "bad", "type": "invalid_request_error", "param": None,
+                                               "code": None}}, status=400)
+    client.post("/v1/chat/completions", json=BODY)
+    responses.replace(responses.POST, OPENAI_URL, json=openai_completion())
+    assert client.post("/v1/chat/completions", json=BODY).headers["X-Cache-Hit"] == "miss"
+
+
+@responses.activate
+def test_a_streamed_miss_is_stored_and_a_streamed_hit_is_replayed_as_proper_sse(gw):
+    client = gw()
+    upstream = responses.post(OPENAI_URL, body=openai_stream(["Hel", "lo", "!"]), content_type="text/event-stream",
+                              stream=True)
+    body = {**BODY, "stream": True, "stream_options": {"include_usage": True}}
+    live = client.post("/v1/chat/completions", json=body)
+    live_text = live.get_data(as_text=True)
+    assert live.headers["X-Cache-Hit"] == "miss"
+    hit = client.post("/v1/chat/completions", json=body)
+    assert hit.headers["X-Cache-Hit"] == "exact" and upstream.call_count == 1
+    events = [e[6:] for e in hit.get_data(as_text=True).split("\n\n") if e]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    for c in chunks:
+        ChatCompletionChunk.model_validate(c)
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == "Hello!"
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == 8
+    assert len({c["id"] for c in chunks}) == 1
+    assert "Hello!" in "".join(json.loads(e[6:])["choices"][0]["delta"].get("content") or ""
+                               for e in live_text.split("\n\n") if e and e != "data: [DONE]"
+                               and json.loads(e[6:])["choices"])
+    # A non-streamed request for the same content is served from the same entry.
+    whole = client.post("/v1/chat/completions", json=BODY)
+    assert whole.headers["X-Cache-Hit"] == "exact" and whole.get_json()["choices"][0]["message"]["content"] == "Hello!"
+
+
+@responses.activate
+def test_a_cut_stream_is_never_stored(gw):
+    client = gw()
+    responses.post(OPENAI_URL, body=openai_stream(["Hel", "lo"], complete=False), content_type="text/event-stream",
+                   stream=True)
+    client.post("/v1/chat/completions", json={**BODY, "stream": True}).get_data()
+    responses.replace(responses.POST, OPENAI_URL, json=openai_completion())
+    assert client.post("/v1/chat/completions", json=BODY).headers["X-Cache-Hit"] == "miss"
+
+
+@responses.activate
+def test_identical_concurrent_requests_make_one_upstream_call(gw):
+    client = gw()
+    import time
+
+    def slow(request):
+        time.sleep(0.3)
+        return 200, {}, json.dumps(openai_completion())
+    responses.add_callback(responses.POST, OPENAI_URL, callback=slow)
+    results = []
+
+    def go():
+        c = client.application.test_client()
+        c.environ_base.update(client.environ_base)
+        results.append(c.post("/v1/chat/completions", json=BODY).status_code)
+    threads = [threading.Thread(target=go) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [200] * 8
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_rate_limit_headers_and_429(gw):
+    client = gw(rate_limit_per_minute=3, cache_enabled=False)
+    upstream = responses.post(OPENAI_URL, json=openai_completion())
+    seen = [client.post("/v1/chat/completions", json=BODY) for _ in range(4)]
+    assert [r.status_code for r in seen] == [200, 200, 200, 429]
+    assert [r.headers["X-RateLimit-Remaining"] for r in seen] == ["2", "1", "0", "0"]
+    assert all(r.headers["X-RateLimit-Limit"] == "3" for r in seen)
+    assert 0 < int(seen[0].headers["X-RateLimit-Reset"]) <= 60
+    err = seen[3].get_json()["error"]
+    assert (err["type"], err["code"]) == ("requests", "rate_limit_exceeded")
+    assert 1 <= int(seen[3].headers["Retry-After"]) <= 60
+    assert upstream.call_count == 3    # the refused request never reached the provider
