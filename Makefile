@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test migrate clean system-deps
+.PHONY: install run test migrate clean system-deps demo
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ system-deps:
 
 test: install system-deps
 	$(PY) -m pytest -q
+
+demo: install
+	$(PY) -m gateway.demo
 
 clean:
 	rm -rf $(VENV) instance *.egg-info
