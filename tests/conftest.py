@@ -5,7 +5,11 @@ PostgreSQL and Redis tests skip on a developer machine without them, and fail wh
 """
 import os
 import secrets
+import shutil
+import signal
 import socket
+import subprocess
+import time
 
 import pytest
 
@@ -72,6 +76,46 @@ def redis_prefix(redis_url):
     keys = list(client.scan_iter(match=prefix + "*", count=1000))
     if keys:
         client.delete(*keys)
+
+
+class ThrowawayRedis:
+    """A redis-server of a test's own on a free port, to stop, pause and restart."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = None
+
+    def start(self):
+        import redis
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--daemonize", "no"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        probe = redis.Redis(port=self.port, socket_timeout=0.5)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                probe.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("the throwaway redis-server did not start")
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # in case a test left it paused
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def own_redis(redis_prefix):
+    if shutil.which("redis-server") is None:
+        unavailable("redis-server", "not on PATH")
+    server = ThrowawayRedis()
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

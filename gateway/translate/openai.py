@@ -1,7 +1,7 @@
 """OpenAI (and OpenAI-compatible servers): the request passes through; the stream is watched, not rewritten."""
 import copy
 
-from gateway.translate.common import UpstreamError, error_object, usage_chunk
+from gateway.translate.common import UpstreamError, error_object
 
 _STATUS_TYPE = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                 404: "invalid_request_error", 409: "invalid_request_error", 422: "invalid_request_error",

@@ -1,7 +1,6 @@
 """The exact-match cache: its key, its stores (in process and real Redis), single-flight, and Redis outages."""
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from gateway.cache.exact import (ANSWER_FIELDS, IGNORED_FIELDS, ExactCache, Memo
                                  backend_for, cache_key)
 from gateway.extensions import make_redis
 from gateway.redisguard import RedisGuard
-from tests.conftest import free_port, unavailable
+from tests.conftest import free_port
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}], "temperature": 0.2}
 KEY = cache_key(BODY, "7")
@@ -253,45 +252,6 @@ def test_redis_backend_refuses_a_decoding_client(redis_url):
 
 
 # --- Redis outages ------------------------------------------------------------------------------------------
-
-class ThrowawayRedis:
-    """A redis-server of this test's own on a free port, to stop, pause and restart."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--daemonize", "no"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        probe = redis.Redis(port=self.port, socket_timeout=0.5)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                probe.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("the throwaway redis-server did not start")
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)  # in case a test left it paused
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
-@pytest.fixture
-def own_redis(redis_prefix):
-    if shutil.which("redis-server") is None:
-        unavailable("redis-server", "not on PATH")
-    server = ThrowawayRedis()
-    server.start()
-    yield server
-    server.stop()
-
 
 def test_refused_connections_are_misses_not_errors(redis_prefix):
     guard = RedisGuard()

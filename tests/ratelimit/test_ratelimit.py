@@ -1,8 +1,5 @@
 """The rate limiter (in process and on real Redis), the RedisGuard, and what both do when Redis goes away."""
-import logging
-import shutil
 import signal
-import subprocess
 import threading
 import time
 
@@ -12,7 +9,7 @@ import redis
 from gateway.extensions import make_redis
 from gateway.ratelimit import MemoryWindow, RateLimiter, RedisWindow, backend_for
 from gateway.redisguard import RedisGuard
-from tests.conftest import free_port, unavailable
+from tests.conftest import free_port
 
 
 @pytest.fixture
@@ -176,45 +173,6 @@ def test_guard_counts_components_apart():
 
 
 # --- Redis outages ------------------------------------------------------------------------------------------
-
-class ThrowawayRedis:
-    """A redis-server of this test's own on a free port, to stop, pause and restart."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--daemonize", "no"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        probe = redis.Redis(port=self.port, socket_timeout=0.5)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                probe.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("the throwaway redis-server did not start")
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)  # in case a test left it paused
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
-@pytest.fixture
-def own_redis(redis_prefix):
-    if shutil.which("redis-server") is None:
-        unavailable("redis-server", "not on PATH")
-    server = ThrowawayRedis()
-    server.start()
-    yield server
-    server.stop()
-
 
 def refused_limiter(prefix, **kwargs):
     return RateLimiter(RedisWindow(make_redis(f"redis://127.0.0.1:{free_port()}/0")), prefix, **kwargs)
