@@ -104,3 +104,20 @@ def test_metrics_need_the_token_when_one_is_set(start_gateway, simulator):
     assert requests.get(gw.base_url + "/metrics", timeout=5).status_code == 403
     ok = requests.get(gw.base_url + "/metrics", headers={"Authorization": "Bearer scrape-me"}, timeout=5)
     assert ok.status_code == 200 and "gateway_rate_limited_total" in ok.text
+
+
+def test_a_client_that_goes_away_closes_the_upstream_stream_at_once(start_gateway, slow_simulator):
+    gw = start_gateway(slow_simulator)
+    resp = requests.post(gw.base_url + "/v1/chat/completions", json={**CHAT, "stream": True}, headers=gw.headers,
+                         stream=True, timeout=30)
+    request_id = resp.headers["X-Request-Id"]
+    next(line for line in resp.iter_lines() if line.startswith(b"data: "))
+    resp.close()   # the client vanishes mid-stream, ~2 s of answer left: the connection is dropped
+    started = time.monotonic()
+    row = None
+    while time.monotonic() - started < 1.5 and row is None:
+        time.sleep(0.1)
+        with make_engine(gw.database_url).connect() as conn:
+            row = conn.execute(select(GatewayLog.__table__).where(GatewayLog.request_id == request_id)).first()
+    # The row is written when the relay ends: it ended well before the upstream's answer would have.
+    assert row is not None and row.status_code == 499
