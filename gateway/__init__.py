@@ -84,6 +84,9 @@ def build(settings):
     for name, provider in providers.items():
         provider.name = name
     sessions = {name: make_session(settings.upstream_pool_size) for name in providers}
+    for name, provider in providers.items():
+        provider.session = sessions[name]
+        provider.allow_private_fetch = settings.fetch_private_urls
     breakers = Breakers(settings.breaker_failures, settings.breaker_cooldown, redis_client)
     manager = Manager(settings, registry, providers, sessions, breakers)
     guard = RedisGuard()

@@ -128,10 +128,12 @@ class Settings:
     breaker_cooldown: float
     metrics_token: str | None = dataclasses.field(default=None, repr=False)
     log_bodies: bool = False
+    log_requests: bool = True
     spool_dir: str = "instance/spool"
     ratelimit_fail_open: bool = True
     cache_shared: bool = False
     redis_namespace: str = "gw:"
+    fetch_private_urls: bool = False
     secret_env: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def provider_key(self, provider):
@@ -179,10 +181,12 @@ def load(env=None):
         breaker_cooldown=_float(env, "GATEWAY_BREAKER_COOLDOWN", 10.0),
         metrics_token=(env.get("GATEWAY_METRICS_TOKEN") or "").strip() or None,
         log_bodies=_bool(env, "GATEWAY_LOG_BODIES", False),
+        log_requests=_bool(env, "GATEWAY_LOG_REQUESTS", True),
         spool_dir=os.path.abspath(env.get("GATEWAY_SPOOL_DIR") or os.path.join(
             env.get("GATEWAY_INSTANCE_DIR") or "instance", "spool")),
         ratelimit_fail_open=_bool(env, "GATEWAY_RATELIMIT_FAIL_OPEN", True),
         cache_shared=_bool(env, "GATEWAY_CACHE_SHARED", False),
         redis_namespace=(env.get("GATEWAY_REDIS_PREFIX") or "gw:"),
+        fetch_private_urls=_bool(env, "GATEWAY_FETCH_PRIVATE_URLS", False),
         secret_env=secret_env,
     )

@@ -10,6 +10,9 @@ class Provider:
     kind = ""            # its wire format
     stream_ends_with_done = False  # the stream ends with `data: [DONE]` (OpenAI) rather than at EOF
 
+    session = None                 # the pooled requests.Session for this provider (set by the app)
+    allow_private_fetch = False    # may the provider download URLs on private addresses (images)
+
     def __init__(self, spec):
         self.spec = spec
 

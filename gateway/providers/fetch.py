@@ -1,0 +1,84 @@
+"""Images given by http(s) URL, downloaded and inlined for providers that cannot fetch them
+(Gemini's API takes only its own Files-API URIs in fileData).
+
+The gateway fetches on its users' behalf, so it refuses URLs that resolve to private, loopback or
+link-local addresses (unless GATEWAY_FETCH_PRIVATE_URLS is on), follows at most 3 redirects, and stops
+at 20 MB.
+"""
+import base64
+import ipaddress
+import socket
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+from gateway.translate.common import UpstreamError, error_object
+
+MAX_BYTES = 20 * 1024 * 1024
+TIMEOUT = (5, 15)
+
+
+def _bad(message, param):
+    return UpstreamError(400, error_object(message, "invalid_request_error", param, "invalid_image_url"))
+
+
+def _public(host):
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except socket.gaierror:
+        return False
+    return all(ipaddress.ip_address(info[4][0]).is_global for info in infos)
+
+
+def download(session, url, param, allow_private=False):
+    """A `data:<type>;base64,...` URL with the image at `url`."""
+    for _ in range(4):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise _bad("Image URLs must be http(s) URLs or base64 data: URLs.", param)
+        if not allow_private and not _public(parts.hostname):
+            raise _bad(f"The image URL's host {parts.hostname!r} is not a public address.", param)
+        try:
+            resp = session.get(url, timeout=TIMEOUT, stream=True, allow_redirects=False)
+        except requests.RequestException as e:
+            raise _bad(f"Could not download the image at {parts.hostname}: {type(e).__name__}.", param) from None
+        with resp:
+            if resp.is_redirect and resp.headers.get("Location"):
+                url = urljoin(url, resp.headers["Location"])
+                continue
+            if resp.status_code != 200:
+                raise _bad(f"Could not download the image at {parts.hostname}: HTTP {resp.status_code}.", param)
+            mime = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if not mime.startswith("image/") and mime != "application/pdf":
+                raise _bad(f"The URL did not return an image (Content-Type {mime or 'missing'}).", param)
+            data = bytearray()
+            for piece in resp.iter_content(65536):
+                data += piece
+                if len(data) > MAX_BYTES:
+                    raise _bad("The image is larger than 20 MB.", param)
+            return f"data:{mime};base64,{base64.b64encode(bytes(data)).decode()}"
+    raise _bad("The image URL redirects too many times.", param)
+
+
+def inline_images(request, session, allow_private=False):
+    """The request with every http(s) image part replaced by a data: URL (a new dict; the input is kept)."""
+    messages = request.get("messages") or []
+    if not any(isinstance(m.get("content"), list) and any(
+            p.get("type") == "image_url" and not str((p.get("image_url") or {}).get("url", "")).startswith("data:")
+            for p in m["content"] if isinstance(p, dict)) for m in messages if isinstance(m, dict)):
+        return request
+    out = []
+    for i, message in enumerate(messages):
+        content = message.get("content")
+        if not isinstance(content, list):
+            out.append(message)
+            continue
+        parts = []
+        for j, part in enumerate(content):
+            url = (part.get("image_url") or {}).get("url", "") if part.get("type") == "image_url" else ""
+            if url.startswith(("http://", "https://")):
+                data_url = download(session, url, f"messages[{i}].content[{j}].image_url.url", allow_private)
+                part = {**part, "image_url": {**part["image_url"], "url": data_url}}
+            parts.append(part)
+        out.append({**message, "content": parts})
+    return {**request, "messages": out}
