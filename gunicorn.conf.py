@@ -44,12 +44,11 @@ def worker_exit(server, worker):
 
 
 def when_ready(server):
-    """Check keys, database and Redis once, in the master; stop with a clear message if the schema is old."""
-    from gateway import applog, config, startup
-    try:
-        settings = config.load()
-        applog.configure(settings.log_level)
-        startup.check(settings)
-    except (config.ConfigError, startup.NotReady) as e:
-        server.log.error("gateway cannot start: %s", e)
+    """Check keys, database and Redis once, before taking traffic; stop with a clear message if the
+    schema is old. In a child process: importing the app's libraries here, in the master, would load
+    ssl and urllib3 into every worker before gevent patches them."""
+    import subprocess
+    import sys
+    if subprocess.run([sys.executable, "-m", "gateway.startup"]).returncode != 0:
+        server.log.error("gateway cannot start: see the message above")
         raise SystemExit(4)

@@ -38,3 +38,19 @@ def check(settings):
         except Exception as e:  # noqa: BLE001
             log.warning("Redis is not reachable (%s): the cache is skipped and rate limits fail %s until it is",
                         type(e).__name__, "open" if settings.ratelimit_fail_open else "closed")
+
+
+def main():
+    import sys
+    from gateway import applog, config
+    try:
+        settings = config.load()
+        applog.configure(settings.log_level)
+        check(settings)
+    except (config.ConfigError, NotReady) as e:
+        sys.stderr.write(f"gateway: {e}\n")
+        sys.exit(4)
+
+
+if __name__ == "__main__":
+    main()

@@ -60,3 +60,9 @@ def test_a_bad_key_gets_a_401_from_the_real_server(start_gateway, simulator):
     resp = requests.post(gw.base_url + "/v1/chat/completions", json=CHAT,
                          headers={"Authorization": "Bearer gw_" + "x" * 43}, timeout=10)
     assert resp.status_code == 401 and resp.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_workers_are_patched_by_gevent_before_ssl_is_loaded(start_gateway, simulator):
+    gw = start_gateway(simulator)
+    requests.post(gw.base_url + "/v1/chat/completions", json=CHAT, headers=gw.headers, timeout=10)
+    assert "MonkeyPatchWarning" not in gw.log()

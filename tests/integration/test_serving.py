@@ -121,3 +121,17 @@ def test_a_client_that_goes_away_closes_the_upstream_stream_at_once(start_gatewa
             row = conn.execute(select(GatewayLog.__table__).where(GatewayLog.request_id == request_id)).first()
     # The row is written when the relay ends: it ended well before the upstream's answer would have.
     assert row is not None and row.status_code == 499
+
+
+def test_an_old_schema_stops_gunicorn_with_the_command_to_run(tmp_path, simulator):
+    import os
+    import subprocess
+    import sys
+    from tests.conftest import free_port
+    from tests.integration.conftest import ROOT
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/empty.db", "PORT": str(free_port()),
+           "PYTHONPATH": ROOT}
+    out = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "gateway db upgrade" in out.stderr + out.stdout
