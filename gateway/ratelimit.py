@@ -109,6 +109,10 @@ def backend_for(redis_client):
     return MemoryWindow() if redis_client is None else RedisWindow(redis_client)
 
 
+class _Skipped(Exception):
+    """Redis failed a moment ago (RedisGuard.skip): decide as if it had failed again, without waiting."""
+
+
 class RateLimiter:
     def __init__(self, backend, namespace="gw:", fail_open=True, guard=None, window_seconds=60):
         self.backend = backend
@@ -127,9 +131,12 @@ class RateLimiter:
         if limit < 1:
             return Decision(False, limit, 0, float(window), max(1, math.ceil(window)))
         try:
+            if self.guard.skip(COMPONENT):
+                raise _Skipped()
             allowed, remaining, reset, wait = self.backend.hit(f"{self.namespace}rl:{key_id}", limit, window, now)
-        except FAILURES as exc:
-            self.guard.failed(COMPONENT, exc)
+        except (FAILURES + (_Skipped,)) as exc:
+            if not isinstance(exc, _Skipped):
+                self.guard.failed(COMPONENT, exc)
             if self.fail_open:
                 # The best guess without the log: as if this were the window's first request.
                 return Decision(True, limit, limit - 1, float(window), 0)

@@ -5,7 +5,10 @@ CPU) exactly when someone needs to read it. So a component's first failure is lo
 one line per `interval` carries the count since the previous line, and one line marks the recovery.
 
 The guard holds no connection state: redis-py reconnects on the next command by itself, so recovery needs
-nothing from here beyond noticing it.
+nothing from here beyond noticing it. After a failure, `skip` tells callers to leave Redis alone for
+`backoff` seconds: a Redis that hangs instead of refusing would otherwise cost every request a socket
+timeout; this way it costs one timeout per `backoff` per worker, and the first call after it finds out
+whether Redis is back.
 """
 import logging
 import threading
@@ -15,16 +18,24 @@ log = logging.getLogger("gateway.redis")
 
 
 class RedisGuard:
-    def __init__(self, interval=30.0, logger=None, clock=time.monotonic):
+    def __init__(self, interval=30.0, logger=None, clock=time.monotonic, backoff=1.0):
         self.interval = interval
+        self.backoff = backoff
+        self._failed_at = {}        # component -> when it last failed
         self.failures = {}          # component -> failures since start (for metrics)
         self._log = logger or log
         self._clock = clock
         self._lock = threading.Lock()
         self._down = {}             # component -> [failures not yet logged, when last logged, last error]
 
+    def skip(self, component):
+        """True within `backoff` seconds of a failure: answer without Redis this time."""
+        failed_at = self._failed_at.get(component)
+        return failed_at is not None and self._clock() - failed_at < self.backoff
+
     def failed(self, component, exc):
         now = self._clock()
+        self._failed_at[component] = now
         with self._lock:
             self.failures[component] = self.failures.get(component, 0) + 1
             state = self._down.get(component)
@@ -43,6 +54,7 @@ class RedisGuard:
         # Called on every successful Redis call: the common case must not take the lock.
         if component not in self._down:
             return
+        self._failed_at.pop(component, None)
         with self._lock:
             state = self._down.pop(component, None)
         if state is not None:

@@ -180,6 +180,8 @@ class ExactCache:
         return f"{self.namespace}cache:lock:{key}"
 
     def _call(self, fn, *args, default=None):
+        if self.guard.skip(COMPONENT):
+            return default
         try:
             result = fn(*args)
         except FAILURES as exc:

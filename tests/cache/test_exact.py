@@ -254,7 +254,7 @@ def test_redis_backend_refuses_a_decoding_client(redis_url):
 # --- Redis outages ------------------------------------------------------------------------------------------
 
 def test_refused_connections_are_misses_not_errors(redis_prefix):
-    guard = RedisGuard()
+    guard = RedisGuard(backoff=0)  # every call tries Redis (the back-off has its own test)
     cache = ExactCache(RedisBackend(make_redis(f"redis://127.0.0.1:{free_port()}/0")), redis_prefix, guard)
     cache.set(KEY, entry(), 60)
     assert cache.get(KEY) is None
@@ -264,7 +264,7 @@ def test_refused_connections_are_misses_not_errors(redis_prefix):
 
 
 def test_cache_works_again_after_redis_restarts(own_redis, redis_prefix):
-    guard = RedisGuard()
+    guard = RedisGuard(backoff=0)  # every call tries Redis (the back-off has its own test)
     cache = ExactCache(RedisBackend(make_redis(own_redis.url)), redis_prefix, guard)
     cache.set(KEY, entry("before"), 60)
     assert cache.get(KEY) == entry("before")
@@ -278,7 +278,7 @@ def test_cache_works_again_after_redis_restarts(own_redis, redis_prefix):
 
 
 def test_a_restart_while_idle_costs_nothing(own_redis, redis_prefix):
-    guard = RedisGuard()
+    guard = RedisGuard(backoff=0)  # every call tries Redis (the back-off has its own test)
     cache = ExactCache(RedisBackend(make_redis(own_redis.url)), redis_prefix, guard)
     cache.set(KEY, entry(), 60)
     own_redis.stop()
@@ -289,7 +289,7 @@ def test_a_restart_while_idle_costs_nothing(own_redis, redis_prefix):
 
 
 def test_a_hung_redis_costs_one_timeout_and_never_mixes_up_replies(own_redis, redis_prefix):
-    cache = ExactCache(RedisBackend(make_redis(own_redis.url)), redis_prefix)
+    cache = ExactCache(RedisBackend(make_redis(own_redis.url)), redis_prefix, RedisGuard(backoff=0))
     other = cache_key(BODY, "8")
     cache.set(KEY, entry("mine"), 60)
     own_redis.proc.send_signal(signal.SIGSTOP)
@@ -300,3 +300,17 @@ def test_a_hung_redis_costs_one_timeout_and_never_mixes_up_replies(own_redis, re
     # The late reply to the timed-out GET must not be read as the answer to the next command.
     assert cache.get(other) is None
     assert cache.get(KEY) == entry("mine")
+
+
+def test_after_a_failure_redis_is_left_alone_for_the_back_off(own_redis, redis_prefix):
+    """A hung Redis costs one socket timeout per back-off, not one per request."""
+    cache = ExactCache(RedisBackend(make_redis(own_redis.url)), redis_prefix, RedisGuard(backoff=5))
+    cache.set(KEY, entry("x"), 60)
+    own_redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        for _ in range(20):
+            assert cache.get(KEY) is None
+        assert time.monotonic() - start < 0.6   # one 0.25 s timeout, then 19 skips
+    finally:
+        own_redis.proc.send_signal(signal.SIGCONT)

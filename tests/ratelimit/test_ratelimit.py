@@ -193,7 +193,7 @@ def test_fails_closed_when_redis_refuses(redis_prefix):
 
 def test_an_outage_is_logged_once_per_interval_not_per_request(redis_prefix, caplog):
     clock = FakeClock()
-    limiter = refused_limiter(redis_prefix, guard=RedisGuard(interval=30, clock=clock))
+    limiter = refused_limiter(redis_prefix, guard=RedisGuard(interval=30, clock=clock, backoff=0))
     for _ in range(50):
         limiter.check(1, 10)
     assert len(redis_records(caplog)) == 1
@@ -203,7 +203,7 @@ def test_an_outage_is_logged_once_per_interval_not_per_request(redis_prefix, cap
 
 
 def test_a_hung_redis_fails_open_within_the_socket_timeout(own_redis, redis_prefix):
-    limiter = RateLimiter(RedisWindow(make_redis(own_redis.url)), redis_prefix)
+    limiter = RateLimiter(RedisWindow(make_redis(own_redis.url)), redis_prefix, guard=RedisGuard(backoff=0))
     assert limiter.check(1, 10).remaining == 9
     own_redis.proc.send_signal(signal.SIGSTOP)
     start = time.monotonic()
@@ -215,7 +215,8 @@ def test_a_hung_redis_fails_open_within_the_socket_timeout(own_redis, redis_pref
 
 
 def test_the_limiter_recovers_and_reloads_its_script_after_redis_restarts(own_redis, redis_prefix, caplog):
-    limiter = RateLimiter(RedisWindow(make_redis(own_redis.url)), redis_prefix, fail_open=False)
+    limiter = RateLimiter(RedisWindow(make_redis(own_redis.url)), redis_prefix, fail_open=False,
+                          guard=RedisGuard(backoff=0))
     assert limiter.check(1, 10).allowed
     own_redis.stop()
     assert not limiter.check(1, 10).allowed
@@ -228,3 +229,14 @@ def test_the_limiter_recovers_and_reloads_its_script_after_redis_restarts(own_re
     assert probe.script_exists(sha) == [True]
     assert [r.getMessage()[:26] for r in redis_records(caplog)] == ["redis unavailable for rate",
                                                                     "redis is back for ratelimi"]
+
+
+def test_after_a_failure_the_limiter_decides_without_redis_for_the_back_off(own_redis, redis_prefix):
+    limiter = RateLimiter(RedisWindow(make_redis(own_redis.url)), redis_prefix, guard=RedisGuard(backoff=5))
+    own_redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        assert all(limiter.check(1, 10).allowed for _ in range(20))
+        assert time.monotonic() - start < 0.6   # one 0.25 s timeout, then 19 decisions without waiting
+    finally:
+        own_redis.proc.send_signal(signal.SIGCONT)
