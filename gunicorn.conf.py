@@ -12,7 +12,8 @@ graceful_timeout = int(os.environ.get("GATEWAY_GRACEFUL_TIMEOUT", "120"))
 # Idle keep-alive connections hold a worker's graceful stop until they time out: keep them short.
 # (nginx reconnects at no cost; see deploy/nginx.conf.)
 keepalive = int(os.environ.get("GATEWAY_KEEPALIVE", "5"))
-max_requests = int(os.environ.get("GATEWAY_MAX_REQUESTS", "0"))
+# Recycle a worker now and then (a long-lived process's fragmentation); its streams finish first.
+max_requests = int(os.environ.get("GATEWAY_MAX_REQUESTS", "50000"))
 max_requests_jitter = max(1, max_requests // 10) if max_requests else 0
 forwarded_allow_ips = os.environ.get("GATEWAY_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 accesslog = os.environ.get("GATEWAY_ACCESS_LOG", "-") or None

@@ -28,7 +28,7 @@ def header(value):
     return str((value or Decimal(0)).quantize(SIX))
 
 
-def record(gw, status, stream=False, response_body=None):
+def record(gw, status, stream=False):
     """Enqueue this request's log row and count it. Reads what the handler left on `g`."""
     if g.get("recorded"):
         return
@@ -65,10 +65,11 @@ def record(gw, status, stream=False, response_body=None):
         "end_user": (body.get("user") if isinstance(body, dict) and isinstance(body.get("user"), str) else None),
         "created_at": dt.datetime.now(dt.timezone.utc),
     }
-    if gw.settings.log_bodies and isinstance(body, dict):
-        row["request_body"] = json.dumps(body.get("messages"), ensure_ascii=False)
-        if response_body is not None:
-            row["response_body"] = json.dumps(response_body, ensure_ascii=False)
-    gw.log_writer.enqueue(row)
+    if gw.settings.log_requests:  # GATEWAY_LOG_REQUESTS=false: metrics only, no row (e.g. to measure the writer)
+        if gw.settings.log_bodies and isinstance(body, dict):
+            row["request_body"] = json.dumps(body.get("messages"), ensure_ascii=False)
+            if g.get("answer") is not None:
+                row["response_body"] = json.dumps(g.answer, ensure_ascii=False)
+        gw.log_writer.enqueue(row)
     metrics.observe(row["model_served"] or row["model"], row["provider"], status, latency, usage, g.get("cost"),
                     g.get("ttft"), outcome)

@@ -105,11 +105,6 @@ def cmd_serve(args):
                                "wsgi:app", "--chdir", root])
 
 
-def cmd_simulate(args):
-    from gateway.simulator import main
-    main(args.rest)
-
-
 def parser():
     p = argparse.ArgumentParser(prog="gateway", description="An OpenAI-compatible LLM gateway.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -146,13 +141,16 @@ def parser():
     rep.set_defaults(func=cmd_report)
 
     sub.add_parser("serve", help="run gunicorn with gevent workers").set_defaults(func=cmd_serve)
-    sim = sub.add_parser("simulate", help="run the provider simulator", add_help=False)
-    sim.add_argument("rest", nargs=argparse.REMAINDER)
-    sim.set_defaults(func=cmd_simulate)
+    sub.add_parser("simulate", help="run the provider simulator (gateway simulate --help for its options)")
     return p
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["simulate"]:
+        # The simulator has its own options; argparse's REMAINDER would reject them after a subcommand.
+        from gateway.simulator import main as simulate
+        return simulate(argv[1:])
     args = parser().parse_args(argv)
     if getattr(args, "rate_limit", None) is not None and args.rate_limit < 1:
         sys.exit("gateway: --rate-limit must be at least 1")

@@ -21,6 +21,7 @@ RATE_LIMITED = Counter("gateway_rate_limited_total", "Requests refused by the ra
 FAILOVERS = Counter("gateway_failovers_total", "Requests answered by another model than asked",
                     ["from_provider", "to_provider"])
 UPSTREAM_ERRORS = Counter("gateway_upstream_errors_total", "Failed upstream attempts", ["provider", "reason"])
+MALFORMED = Counter("gateway_malformed_events_total", "Upstream stream events skipped as malformed", ["provider"])
 BREAKER_OPEN = Gauge("gateway_breaker_open", "1 while a model's circuit breaker is open", ["model"],
                      multiprocess_mode="max")
 LOG_QUEUE = Gauge("gateway_log_queue_depth", "Log rows waiting to be written", multiprocess_mode="livesum")

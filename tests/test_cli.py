@@ -93,3 +93,26 @@ def test_report_prints_a_table(url):
     assert out.returncode == 0 and provider in out.stdout
     bad = run(["report", "--since", "soon"], url, check=False)
     assert bad.returncode != 0 and "soon" in bad.stderr
+
+
+def test_gateway_simulate_serves_on_the_port_it_is_given():
+    import requests
+    import time
+    from tests.conftest import free_port
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "simulate", "--port", str(port), "--tokens", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(100):
+            try:
+                resp = requests.post(f"http://127.0.0.1:{port}/v1/chat/completions", headers={"Authorization": "Bearer x"},
+                                     json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+                                     timeout=2)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        assert resp.status_code == 200
+        assert len(resp.json()["choices"][0]["message"]["content"].split()) == 3
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -6,7 +6,7 @@ from decimal import Decimal
 import orjson
 from flask import Blueprint, Response, current_app, g, request, stream_with_context
 
-from gateway import accounting
+from gateway import accounting, metrics
 from gateway.cache.exact import cache_key
 from gateway.cache.replay import Accumulator, replay
 from gateway.handlers.errors import ApiError
@@ -100,6 +100,7 @@ def _complete(gw, body, model, key):
         _as_cache_hit(entry, completion.get("usage"))
     completion["cost_usd"] = float(g.cost) if g.get("cost") is not None else None
     completion["latency_ms"] = _latency_ms()
+    g.answer = [c.get("message") for c in completion.get("choices") or ()]
     resp = Response(orjson.dumps(completion), mimetype="application/json")
     _route_headers(resp, entry, hit, key)
     return resp
@@ -177,7 +178,7 @@ def _replay(gw, chunks, include_usage):
 
 def _relay(gw, upstream, include_usage, key):
     """Relay the upstream's chunks as they come; price, cache and log the answer when it ends."""
-    acc = Accumulator() if key is not None else None
+    acc = Accumulator() if key is not None or gw.settings.log_bodies else None
     status, finished = 200, False
     try:
         for c in upstream:
@@ -202,6 +203,10 @@ def _relay(gw, upstream, include_usage, key):
         raise
     finally:
         upstream.close()
+        if upstream.malformed:
+            metrics.MALFORMED.labels(g.outcome.provider or "none").inc(upstream.malformed)
+        if acc is not None and gw.settings.log_bodies:
+            g.answer = [c.get("message") for c in acc.completion(None)["choices"]]
         if key is not None:
             if finished and acc.complete and not upstream.resumed_on:
                 entry = _entry(acc.completion(g.usage), g.outcome, g.get("cost"))

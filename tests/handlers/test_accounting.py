@@ -122,3 +122,57 @@ def test_a_model_without_a_price_is_served_and_logged_with_no_cost(gw):
                    headers={"Cache-Control": "no-cache"})
     assert resp.status_code == 200 and resp.get_json()["cost_usd"] is None
     assert the_row(gw, resp).cost_usd is None
+
+
+@responses.activate
+def test_with_request_logging_off_no_row_is_queued_but_metrics_still_count(make_app):
+    from gateway import metrics
+    app, key = make_app(GATEWAY_LOG_REQUESTS="false")
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+    gw = app.extensions["gateway"]
+    responses.post(OPENAI_URL, json=openai_completion())
+    counted = metrics.REQUESTS.labels("gpt-4o-mini", "openai", "200")
+    before = counted._value.get()
+    resp = client.post("/v1/chat/completions", json=BODY, headers={"Cache-Control": "no-cache"})
+    assert resp.status_code == 200 and resp.headers["X-Cost-USD"] != "0.000000"
+    assert gw.log_writer.queue_depth() == 0
+    gw.log_writer.flush(timeout=10)
+    with gw.engine.connect() as conn:
+        assert conn.execute(select(GatewayLog.__table__)).all() == []
+    assert counted._value.get() == before + 1
+
+
+@responses.activate
+def test_a_rate_limited_request_leaves_a_row(make_app):
+    from gateway.store.keys import create_key
+    app, _ = make_app()
+    key, key_id = create_key(app.extensions["gateway"].engine, "limited", rate_limit_per_minute=1)
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+    client.gateway = app.extensions["gateway"]
+    responses.post(OPENAI_URL, json=openai_completion())
+    client.post("/v1/chat/completions", json=BODY)
+    refused = client.post("/v1/chat/completions", json=BODY)
+    assert refused.status_code == 429
+    row = the_row(client, refused)
+    assert (row.status_code, row.api_key_id, row.provider) == (429, key_id, None)
+    assert "Rate limit" in row.error_message
+
+
+@responses.activate
+def test_prompts_and_answers_are_stored_only_when_asked(make_app):
+    app, key = make_app(GATEWAY_LOG_BODIES="true")
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+    client.gateway = app.extensions["gateway"]
+    responses.post(OPENAI_URL, json=openai_completion("Hello there."))
+    row = the_row(client, client.post("/v1/chat/completions", json=BODY))
+    assert "Say hello" in row.request_body and "Hello there." in row.response_body
+
+
+@responses.activate
+def test_by_default_no_prompt_or_answer_is_stored(gw):
+    responses.post(OPENAI_URL, json=openai_completion("Hello there."))
+    row = the_row(gw, gw.post("/v1/chat/completions", json=BODY))
+    assert row.request_body is None and row.response_body is None
