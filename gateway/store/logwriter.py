@@ -20,369 +20,31 @@ already exists" (`ON CONFLICT (request_id) DO NOTHING`, on PostgreSQL and SQLite
 commit succeeded but whose acknowledgement was lost, then spooled and replayed, or a spool file replayed
 twice after a crash mid-replay, leaves each request_id exactly once.
 
-Spool files (all in `spool_dir`, JSON lines, one row per line, column names as keys):
-- `spool-<pid>-<token>.jsonl`: a live writer's own file. It is created under a temporary name, locked
-  with flock(LOCK_EX), then renamed into place, so it is never visible unlocked while its owner lives.
-  The kernel drops the lock when the process dies, however it dies.
-- `claimed-<pid>-<token>.jsonl`: a file being replayed. A writer claims a file by taking its lock
-  (non-blocking: a held lock means a live owner) and renaming it to its own claimed name; rename is
-  atomic, so of two workers racing for one abandoned file exactly one gets it. A claimed file whose
-  claimer died (or stopped) is unlocked again, and the next writer claims and replays it (idempotently).
-- `rejected-<pid>-<token>.jsonl`: rows the database refused (e.g. a NOT NULL column missing) or lines
-  that could not be parsed. Never replayed automatically; rename one to `spool-manual.jsonl` after fixing
-  it and any writer will replay it.
+The rows and their idempotent insert are `gateway.store.logs`; the spool files, their format, names and
+locks are `gateway.store.spool`.
 """
 import atexit
 import collections
-import datetime as dt
-import decimal
-import fcntl
-import json
 import logging
-import math
 import os
 import secrets
 import threading
 import time
-from decimal import Decimal
 
-from sqlalchemy import Boolean, DateTime, Integer, Numeric, String, text
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy import text
 
-from gateway.store.models import GatewayLog
+from gateway.store.logs import _is_bad_data, insert_ignoring_duplicates, normalize
+from gateway.store.spool import (_fsync_dir, _raw_line, _Spool, append_to, claim_abandoned, encode, read_batch,
+                                 rejected_path, waiting_bytes)
 
 log = logging.getLogger("gateway.logs")
 
-TABLE = GatewayLog.__table__
-COLUMNS = [c for c in TABLE.columns if c.name != "id"]
-COLUMN_NAMES = frozenset(c.name for c in COLUMNS)
-# Placeholders per statement are limited (SQLite 32766, PostgreSQL 65535): cap rows per INSERT.
-_MAX_ROWS_PER_STATEMENT = 1000
 _SCAN_SECONDS = 30.0  # how often a healthy writer looks for files abandoned by dead processes
 _REPLAY_BATCHES_PER_ROUND = 10  # replay in slices so live rows are not held up behind a large file
-_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
-
-
-def _kind(column):
-    t = column.type
-    for kind, types in (("datetime", DateTime), ("decimal", Numeric), ("bool", Boolean),
-                        ("int", Integer), ("str", String)):
-        if isinstance(t, types):
-            return kind
-    raise TypeError(f"gateway_logs.{column.name}: unexpected type {t!r}")
-
-
-_KINDS = {c.name: _kind(c) for c in COLUMNS}  # Text is a String, BigInteger an Integer
-_LENGTHS = {c.name: c.type.length for c in COLUMNS if _KINDS[c.name] == "str" and c.type.length}
-_SCALES = {c.name: Decimal(1).scaleb(-c.type.scale) for c in COLUMNS if _KINDS[c.name] == "decimal"}
-
-
-class BadRow(ValueError):
-    """A row that no retry can store (an unknown column, a value that is not of its column's type)."""
-
-
-def _text(name, value):
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    elif isinstance(value, (list, dict)):  # e.g. `attempts`, a JSON list stored as text
-        value = json.dumps(value, separators=(",", ":"))
-    elif not isinstance(value, str):
-        value = str(value)
-    # PostgreSQL text cannot hold NUL, and UTF-8 cannot hold lone surrogates (both can arrive in a
-    # client's JSON): a row must not be refused for a character.
-    if "\x00" in value:
-        value = value.replace("\x00", "\ufffd")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        value = value.encode("utf-8", "replace").decode("utf-8")
-    limit = _LENGTHS.get(name)
-    if limit and len(value) > limit:
-        if name == "request_id":
-            raise BadRow(f"request_id longer than {limit} characters")
-        value = value[:limit]  # a client's over-long model name must not cost the row
-    return value
-
-
-def _coerce(name, kind, value):
-    if kind == "str":
-        return _text(name, value)
-    if kind == "datetime":
-        if isinstance(value, str):
-            value = dt.datetime.fromisoformat(value)
-        if not isinstance(value, dt.datetime):
-            raise BadRow(f"{name}: expected a datetime, got {type(value).__name__}")
-        # Naive means UTC; SQLite keeps no offset, so everything is stored as UTC.
-        return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
-    if kind == "decimal":
-        if isinstance(value, bool):
-            raise BadRow(f"{name}: expected a number, got a bool")
-        try:
-            value = value if isinstance(value, Decimal) else Decimal(str(value))
-        except decimal.InvalidOperation:
-            raise BadRow(f"{name}: {value!r} is not a number") from None
-        if not value.is_finite():
-            raise BadRow(f"{name}: {value!r} is not finite")
-        # What the column keeps (PostgreSQL would round anyway): the spool then holds what the
-        # database holds, on SQLite too.
-        return value.quantize(_SCALES[name], rounding=decimal.ROUND_HALF_UP)
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        if value in (0, 1):
-            return bool(value)
-        raise BadRow(f"{name}: expected a bool, got {value!r}")
-    # int
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise BadRow(f"{name}: {value!r} is not finite")
-        return round(value)  # e.g. a latency computed in float milliseconds
-    if isinstance(value, bool) or not isinstance(value, (int, str, Decimal)):
-        raise BadRow(f"{name}: expected an int, got {type(value).__name__}")
-    try:
-        return int(value)
-    except (ValueError, decimal.InvalidOperation):
-        raise BadRow(f"{name}: {value!r} is not an int") from None
-
-
-def normalize(row):
-    """A complete row for gateway_logs: every column present (multi-row VALUES need the same keys),
-    each value of its column's type, booleans defaulting to False, timestamps in UTC. Raises BadRow."""
-    unknown = row.keys() - COLUMN_NAMES
-    if unknown:
-        raise BadRow(f"unknown columns: {', '.join(sorted(unknown))}")
-    out = {}
-    for name, kind in _KINDS.items():
-        value = row.get(name)
-        if value is None:
-            out[name] = False if kind == "bool" else None
-        else:
-            out[name] = _coerce(name, kind, value)
-    if out["created_at"] is None:
-        out["created_at"] = dt.datetime.now(dt.timezone.utc)
-    return out
-
-
-def _jsonable(value):
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    return value
-
-
-def encode(row):
-    """One spool line for a row. Decimals and datetimes are strings; `decode` turns them back by
-    column type, so the round trip is exact."""
-    row = normalize(row)
-    return (json.dumps({k: _jsonable(v) for k, v in row.items()}, separators=(",", ":")) + "\n").encode()
-
-
-def decode(line):
-    """The row of one spool line. Raises ValueError (BadRow or JSONDecodeError) on a damaged line."""
-    data = json.loads(line)
-    if not isinstance(data, dict):
-        raise BadRow("a spool line must be a JSON object")
-    return normalize(data)
-
-
-def _raw_line(row):
-    """Best-effort text of a row that cannot be encoded normally, for the rejected file."""
-    try:
-        return (json.dumps(row, default=str, separators=(",", ":")) + "\n").encode()
-    except Exception:  # noqa: BLE001 - last resort: keep something a human can read
-        return (json.dumps({"unencodable_row": repr(row)}) + "\n").encode()
-
-
-def insert_ignoring_duplicates(engine, rows):
-    """Insert normalized rows, skipping request_ids already stored; returns the number inserted.
-
-    One multi-row INSERT per `_MAX_ROWS_PER_STATEMENT` rows, all in one transaction.
-    """
-    make_insert = _INSERTS.get(engine.dialect.name)
-    if make_insert is None:
-        raise NotImplementedError(f"log writer: unsupported database {engine.dialect.name!r}")
-    inserted = 0
-    with engine.begin() as conn:
-        for start in range(0, len(rows), _MAX_ROWS_PER_STATEMENT):
-            chunk = rows[start:start + _MAX_ROWS_PER_STATEMENT]
-            stmt = make_insert(TABLE).values(chunk).on_conflict_do_nothing(index_elements=["request_id"])
-            inserted += conn.execute(stmt).rowcount
-    return inserted
-
-
-def _is_bad_data(exc):
-    """The database is fine but refuses a row: retrying the same row can never succeed.
-
-    Anything else (unreachable, timed out, a missing table during a deploy) may heal, so those rows
-    are spooled and retried rather than set aside.
-    """
-    if isinstance(exc, (OperationalError, InterfaceError)) or getattr(exc, "connection_invalidated", False):
-        return False
-    if isinstance(exc, (IntegrityError, DataError)):  # NOT NULL, value out of range
-        return True
-    # The driver refusing a value before sending it (psycopg2 raises these unwrapped).
-    return isinstance(exc, (ValueError, TypeError)) and not isinstance(exc, SQLAlchemyError)
 
 
 class _DatabaseDown(Exception):
     pass
-
-
-def _fsync_dir(directory):
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _append(fd, data):
-    """Append and fsync; on failure cut the file back so no half line is left for the next append."""
-    size = os.fstat(fd).st_size
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except OSError:
-        try:
-            os.ftruncate(fd, size)
-        except OSError:
-            pass
-        raise
-
-
-class _Claim:
-    """A spool file this writer holds (lock via `fd`) and is replaying from `offset`."""
-
-    def __init__(self, path, fd):
-        self.path, self.fd, self.offset = path, fd, 0
-
-    def release(self):
-        os.close(self.fd)
-
-
-class _Spool:
-    """This writer's own append-only spool file, created on first use, locked while open."""
-
-    def __init__(self, directory, tag):
-        self.directory, self.tag = directory, tag
-        self.path, self.fd = None, None
-        self.lock = threading.Lock()
-
-    def append(self, data):
-        with self.lock:
-            if self.fd is None:
-                self._create()
-            _append(self.fd, data)
-
-    def _create(self):
-        os.makedirs(self.directory, exist_ok=True)
-        token = secrets.token_hex(6)
-        tmp = os.path.join(self.directory, f".tmp-{self.tag}-{token}.jsonl")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh file: never contended
-            path = os.path.join(self.directory, f"spool-{self.tag}-{token}.jsonl")
-            os.rename(tmp, path)
-            _fsync_dir(self.directory)
-        except BaseException:
-            os.close(fd)
-            raise
-        self.path, self.fd = path, fd
-
-    def detach(self):
-        """Hand the current file over for replay (renamed to a claimed name, still locked); the next
-        append starts a new file. None when there is nothing to hand over."""
-        with self.lock:
-            if self.fd is None:
-                return None
-            if os.fstat(self.fd).st_size == 0:
-                return None
-            claimed = os.path.join(self.directory, f"claimed-{self.tag}-{secrets.token_hex(6)}.jsonl")
-            os.rename(self.path, claimed)
-            claim = _Claim(claimed, self.fd)
-            self.path, self.fd = None, None
-        _fsync_dir(self.directory)
-        return claim
-
-    def close(self):
-        """Close (deleting the file if it is empty). A non-empty file is left, unlocked, for the next
-        writer to replay."""
-        with self.lock:
-            if self.fd is None:
-                return
-            if os.fstat(self.fd).st_size == 0:
-                os.unlink(self.path)
-            os.close(self.fd)
-            self.path, self.fd = None, None
-
-
-def claim_abandoned(directory, tag):
-    """Claim every spool or claimed file in `directory` whose owner is gone; returns the claims."""
-    claims = []
-    try:
-        names = sorted(os.listdir(directory))
-    except FileNotFoundError:
-        return claims
-    for name in names:
-        if not name.endswith(".jsonl"):
-            continue
-        path = os.path.join(directory, name)
-        if name.startswith(".tmp-"):
-            _remove_if_abandoned(path)  # a writer died between create and rename: the file is empty
-            continue
-        if not name.startswith(("spool-", "claimed-")):
-            continue
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
-            continue
-        except OSError:
-            log.warning("request log: cannot open spool file %s", path, exc_info=True)
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            # We hold the lock: the path cannot move under us unless it no longer names our file.
-            if os.stat(path).st_ino != os.fstat(fd).st_ino:
-                raise FileNotFoundError(path)
-            claimed = os.path.join(directory, f"claimed-{tag}-{secrets.token_hex(6)}.jsonl")
-            os.rename(path, claimed)
-        except (BlockingIOError, FileNotFoundError):  # alive, or claimed by someone else meanwhile
-            os.close(fd)
-            continue
-        except OSError:
-            os.close(fd)
-            log.warning("request log: cannot claim spool file %s", path, exc_info=True)
-            continue
-        claims.append(_Claim(claimed, fd))
-    if claims:
-        try:
-            _fsync_dir(directory)
-        except OSError:
-            pass  # the renames happened; only their durability across a power cut is in question
-    return claims
-
-
-def _remove_if_abandoned(path):
-    """Remove a temporary file left by a writer that died between creating and renaming it (so empty).
-    A young one may be a live writer's, about to be locked and renamed: leave it."""
-    try:
-        if time.time() - os.stat(path).st_mtime < 60:
-            return
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if os.fstat(fd).st_size == 0:
-            os.unlink(path)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class LogWriter:
@@ -511,18 +173,7 @@ class LogWriter:
 
     def spool_bytes(self):
         """Bytes waiting for replay in the spool directory (every process's spool and claimed files)."""
-        total = 0
-        try:
-            with os.scandir(self.spool_dir) as entries:
-                for entry in entries:
-                    if entry.name.startswith(("spool-", "claimed-")) and entry.name.endswith(".jsonl"):
-                        try:
-                            total += entry.stat().st_size
-                        except FileNotFoundError:
-                            pass
-        except OSError:
-            pass  # no spool directory (yet): nothing waits
-        return total
+        return waiting_bytes(self.spool_dir)
 
     def _count(self, name, n):
         if n:
@@ -694,18 +345,7 @@ class LogWriter:
                 while True:
                     if budget == 0:
                         return 0  # the rest next round, after the live rows waiting meanwhile
-                    rows, bad_lines, end = [], [], claim.offset
-                    while len(rows) < self.batch_size:
-                        line = f.readline()
-                        if not line:
-                            break
-                        end += len(line)
-                        if not line.strip():
-                            continue
-                        try:
-                            rows.append(decode(line))
-                        except ValueError as e:  # a torn last line after a crash, or a hand edit
-                            bad_lines.append((line if line.endswith(b"\n") else line + b"\n", e))
+                    rows, bad_lines, end = read_batch(f, claim.offset, self.batch_size)
                     if not rows and not bad_lines:
                         break
                     if rows:
@@ -801,12 +441,8 @@ class LogWriter:
         with self._files_lock:
             if self._rejected_path is None:
                 os.makedirs(self.spool_dir, exist_ok=True)
-                self._rejected_path = os.path.join(self.spool_dir, f"rejected-{self._tag}.jsonl")
-            fd = os.open(self._rejected_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                _append(fd, data)
-            finally:
-                os.close(fd)
+                self._rejected_path = rejected_path(self.spool_dir, self._tag)
+            append_to(self._rejected_path, data)
 
     def _release_files(self):
         """On exit: close the own spool (a non-empty one is left for the next writer) and unlock

@@ -10,7 +10,7 @@ Conventions (reference sections C and D; where gateways disagree, the choice is 
   is still valid for Anthropic). `split_tool_call_id` undoes it; other translators should use it to send
   the bare id on.
 * Schemas (tool parameters, `json_schema`): Gemini takes an OpenAPI subset (`responseSchema`, not
-  `responseJsonSchema`, which older models lack), see `clean_schema`.
+  `responseJsonSchema`, which older models lack), see `gateway.translate.schema`.
 * Usage: prompt = promptTokenCount (cached included), completion = candidates + thoughts,
   cached = cachedContentTokenCount, reasoning = thoughtsTokenCount; total = prompt + completion.
 * A missing finishReason is treated like STOP: `tool_calls` when the candidate called a function.
@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from gateway.translate.common import (UpstreamError, chunk, completion, error_object, new_tool_call_id,
                                       text_of, usage as make_usage, usage_chunk as make_usage_chunk)
+from gateway.translate.schema import clean_schema
 
 # Gemini finishReason → OpenAI finish_reason (reference D.1, "Recommended"). Unknown values → "stop".
 # STOP becomes "tool_calls" when the candidate produced function calls (see `finish_reason`).
@@ -63,75 +64,6 @@ def split_tool_call_id(tool_call_id):
         return base, base64.b64decode(padded, altchars=b"-_", validate=True).decode()
     except (ValueError, UnicodeDecodeError):
         return tool_call_id, None
-
-
-# --- schemas ---------------------------------------------------------------------------------------
-
-# The fields of Gemini's `Schema` (genai-py types.Schema). Everything else in an OpenAI JSON Schema —
-# additionalProperties, strict, $schema, $id, $comment, const, oneOf, allOf, not, examples,
-# patternProperties, dependencies, ... — makes the API answer 400 ("Unknown name ..."), so it is dropped.
-# `$ref` into `$defs`/`definitions` is inlined (Gemini cannot follow references); a cycle is a 400.
-SCHEMA_FIELDS = frozenset({
-    "type", "format", "title", "description", "nullable", "enum", "items", "properties", "required",
-    "minItems", "maxItems", "minProperties", "maxProperties", "minLength", "maxLength", "pattern",
-    "minimum", "maximum", "anyOf", "propertyOrdering", "default", "example",
-})
-
-
-def clean_schema(schema, _defs=None, _refs=()):
-    """An OpenAI JSON Schema → Gemini's Schema: known fields only, UPPERCASE types, `null` as
-    `nullable`, empty `properties` removed (Gemini rejects an OBJECT with empty properties)."""
-    if not isinstance(schema, dict):
-        return schema
-    if _defs is None:
-        _defs = {**(schema.get("definitions") or {}), **(schema.get("$defs") or {})}
-    if "$ref" in schema:
-        name = schema["$ref"].rsplit("/", 1)[-1]
-        if name in _refs or name not in _defs:
-            why = "is recursive" if name in _refs else "points to no $defs entry"
-            raise UpstreamError(400, error_object(f"JSON schema $ref {schema['$ref']!r} {why}; Gemini "
-                                                  "needs schemas without references."))
-        rest = {k: v for k, v in schema.items() if k != "$ref"}
-        return clean_schema({**_defs[name], **rest}, _defs, _refs + (name,))
-    out = {}
-    for key, value in schema.items():
-        if key not in SCHEMA_FIELDS:
-            continue
-        if key == "type":
-            _set_type(out, value)
-        elif key == "properties":
-            if value:
-                out[key] = {name: clean_schema(sub, _defs, _refs) for name, sub in value.items()}
-        elif key == "items":
-            out[key] = clean_schema(value, _defs, _refs)
-        elif key == "anyOf":
-            _set_any_of(out, [clean_schema(sub, _defs, _refs) for sub in value])
-        else:
-            out[key] = value
-    return out
-
-
-def _set_type(out, type_):
-    types = type_ if isinstance(type_, list) else [type_]
-    if "null" in types:
-        out["nullable"] = True
-    rest = [t.upper() for t in types if t != "null"]
-    if len(rest) == 1:
-        out["type"] = rest[0]
-    elif rest:
-        out["anyOf"] = [{"type": t} for t in rest]
-
-
-def _set_any_of(out, branches):
-    # Optional[X] arrives as anyOf [X, {"type": "null"}]; Gemini spells that X + nullable.
-    rest = [b for b in branches if b != {"nullable": True}]
-    if len(rest) < len(branches):
-        out["nullable"] = True
-    if len(rest) == 1:
-        for key, value in rest[0].items():
-            out.setdefault(key, value)
-    elif rest:
-        out["anyOf"] = rest
 
 
 # --- request: OpenAI → Gemini ---------------------------------------------------------------------

@@ -14,8 +14,10 @@ import pytest
 from sqlalchemy import event, func, select
 
 from gateway.extensions import make_engine
-from gateway.store.logwriter import LogWriter, decode, encode, normalize
+from gateway.store.logs import normalize
+from gateway.store.logwriter import LogWriter
 from gateway.store.models import GatewayLog
+from gateway.store.spool import decode, encode
 from tests.conftest import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

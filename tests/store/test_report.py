@@ -10,7 +10,8 @@ from sqlalchemy import event, text
 
 from gateway.extensions import make_engine
 from gateway.store.keys import create_key
-from gateway.store.logwriter import LogWriter, insert_ignoring_duplicates, normalize
+from gateway.store.logs import insert_ignoring_duplicates, normalize
+from gateway.store.logwriter import LogWriter
 from gateway.store.report import GROUPS, format_table, parse_since, percentile_cont, report
 
 UTC = dt.timezone.utc

@@ -6,9 +6,9 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from gateway.translate.common import UpstreamError
-from gateway.translate.gemini import (FINISH_REASON_MAP, GeminiStream, clean_schema, error_from_gemini,
-                                      from_gemini, split_tool_call_id, to_gemini,
-                                      tool_call_id_with_signature)
+from gateway.translate.gemini import (FINISH_REASON_MAP, GeminiStream, error_from_gemini, from_gemini,
+                                      split_tool_call_id, to_gemini, tool_call_id_with_signature)
+from gateway.translate.schema import clean_schema
 
 MODEL, ID, CREATED = "gemini-2.5-flash", "chatcmpl-test", 1741569952
 

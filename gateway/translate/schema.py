@@ -1,0 +1,72 @@
+"""JSON Schema as OpenAI requests carry it (tool `parameters`, `response_format.json_schema`) → the
+OpenAPI-subset `Schema` Gemini takes (`responseSchema`, function declarations), as pure functions:
+unknown fields dropped, `$ref` inlined, UPPERCASE types, `null` as `nullable`.
+"""
+from gateway.translate.common import UpstreamError, error_object
+
+
+# The fields of Gemini's `Schema` (genai-py types.Schema). Everything else in an OpenAI JSON Schema —
+# additionalProperties, strict, $schema, $id, $comment, const, oneOf, allOf, not, examples,
+# patternProperties, dependencies, ... — makes the API answer 400 ("Unknown name ..."), so it is dropped.
+# `$ref` into `$defs`/`definitions` is inlined (Gemini cannot follow references); a cycle is a 400.
+SCHEMA_FIELDS = frozenset({
+    "type", "format", "title", "description", "nullable", "enum", "items", "properties", "required",
+    "minItems", "maxItems", "minProperties", "maxProperties", "minLength", "maxLength", "pattern",
+    "minimum", "maximum", "anyOf", "propertyOrdering", "default", "example",
+})
+
+
+def clean_schema(schema, _defs=None, _refs=()):
+    """An OpenAI JSON Schema → Gemini's Schema: known fields only, UPPERCASE types, `null` as
+    `nullable`, empty `properties` removed (Gemini rejects an OBJECT with empty properties)."""
+    if not isinstance(schema, dict):
+        return schema
+    if _defs is None:
+        _defs = {**(schema.get("definitions") or {}), **(schema.get("$defs") or {})}
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        if name in _refs or name not in _defs:
+            why = "is recursive" if name in _refs else "points to no $defs entry"
+            raise UpstreamError(400, error_object(f"JSON schema $ref {schema['$ref']!r} {why}; Gemini "
+                                                  "needs schemas without references."))
+        rest = {k: v for k, v in schema.items() if k != "$ref"}
+        return clean_schema({**_defs[name], **rest}, _defs, _refs + (name,))
+    out = {}
+    for key, value in schema.items():
+        if key not in SCHEMA_FIELDS:
+            continue
+        if key == "type":
+            _set_type(out, value)
+        elif key == "properties":
+            if value:
+                out[key] = {name: clean_schema(sub, _defs, _refs) for name, sub in value.items()}
+        elif key == "items":
+            out[key] = clean_schema(value, _defs, _refs)
+        elif key == "anyOf":
+            _set_any_of(out, [clean_schema(sub, _defs, _refs) for sub in value])
+        else:
+            out[key] = value
+    return out
+
+
+def _set_type(out, type_):
+    types = type_ if isinstance(type_, list) else [type_]
+    if "null" in types:
+        out["nullable"] = True
+    rest = [t.upper() for t in types if t != "null"]
+    if len(rest) == 1:
+        out["type"] = rest[0]
+    elif rest:
+        out["anyOf"] = [{"type": t} for t in rest]
+
+
+def _set_any_of(out, branches):
+    # Optional[X] arrives as anyOf [X, {"type": "null"}]; Gemini spells that X + nullable.
+    rest = [b for b in branches if b != {"nullable": True}]
+    if len(rest) < len(branches):
+        out["nullable"] = True
+    if len(rest) == 1:
+        for key, value in rest[0].items():
+            out.setdefault(key, value)
+    elif rest:
+        out["anyOf"] = rest
