@@ -95,7 +95,7 @@ def build(settings):
         settings, engine, redis_client, registry, providers, sessions, manager,
         keys=KeyCache(engine, settings.key_cache_seconds),
         prices=PriceBook(engine),
-        log_writer=LogWriter(engine, settings.spool_dir),
+        log_writer=LogWriter(engine, settings.spool_dir, flush_interval=settings.log_flush_seconds),
         # The lock outlives the slowest answer, so identical requests never race past a long generation.
         cache=exact.ExactCache(exact.backend_for(redis_client), namespace=ns, guard=guard,
                                lock_ttl=settings.deadline),

@@ -28,6 +28,13 @@ def header(value):
     return str((value or Decimal(0)).quantize(SIX))
 
 
+def _attempts(outcome):
+    """Failed attempts, then the chain members skipped (no key, breaker open), for the log row."""
+    if outcome is None or not (outcome.attempts or outcome.skipped):
+        return None
+    return json.dumps(outcome.attempts + [{**s, "skipped": True} for s in outcome.skipped])
+
+
 def record(gw, status, stream=False):
     """Enqueue this request's log row and count it. Reads what the handler left on `g`."""
     if g.get("recorded"):
@@ -58,7 +65,7 @@ def record(gw, status, stream=False):
         "cache_hit": bool(g.get("cache_hit")),
         "failover_used": bool(outcome is not None and outcome.failover_used),
         "error_message": (g.get("error_message") or None),
-        "attempts": json.dumps(outcome.attempts) if outcome is not None and outcome.attempts else None,
+        "attempts": _attempts(outcome),
         "stream": bool(stream),
         "customer_id": (request.headers.get("X-Customer-Id") or "")[:200] or None,
         "feature": (request.headers.get("X-Feature") or "")[:200] or None,

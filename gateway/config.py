@@ -129,6 +129,7 @@ class Settings:
     metrics_token: str | None = dataclasses.field(default=None, repr=False)
     log_bodies: bool = False
     log_requests: bool = True
+    log_flush_seconds: float = 0.5
     spool_dir: str = "instance/spool"
     ratelimit_fail_open: bool = True
     cache_shared: bool = False
@@ -182,6 +183,7 @@ def load(env=None):
         metrics_token=(env.get("GATEWAY_METRICS_TOKEN") or "").strip() or None,
         log_bodies=_bool(env, "GATEWAY_LOG_BODIES", False),
         log_requests=_bool(env, "GATEWAY_LOG_REQUESTS", True),
+        log_flush_seconds=_float(env, "GATEWAY_LOG_FLUSH_SECONDS", 0.5),
         spool_dir=os.path.abspath(env.get("GATEWAY_SPOOL_DIR") or os.path.join(
             env.get("GATEWAY_INSTANCE_DIR") or "instance", "spool")),
         ratelimit_fail_open=_bool(env, "GATEWAY_RATELIMIT_FAIL_OPEN", True),

@@ -35,6 +35,10 @@ class Outcome:
     model: object = None            # the registry Model that answered
     provider: str | None = None
     attempts: list = dataclasses.field(default_factory=list)  # failed attempts, in order
+    skipped: list = dataclasses.field(default_factory=list)   # chain members not asked, and why
+
+    def skip(self, model, reason):
+        self.skipped.append({"provider": model.provider, "model": model.name, "reason": reason})
 
     @property
     def failover_used(self):
@@ -103,6 +107,9 @@ class Manager:
         outcome = Outcome(model.name, model.provider)
         chain = self.chain(model, fallbacks, failover)
         candidates, forced = self._usable(chain)
+        for m in chain:
+            if m not in candidates:
+                outcome.skip(m, "breaker_open" if self.providers[m.provider].configured else "no_key")
         if not candidates:
             raise UpstreamError(503, error_object(
                 f"No provider is configured for model '{model.name}' or its fallbacks: set "
@@ -124,6 +131,7 @@ class Manager:
             m = queue.pop(0)
             if not forced and not self.breakers.allow(m.name):
                 skipped.append(m)  # half-open, and another request is its probe
+                outcome.skip(m, "breaker_probing")
                 if not queue and not outcome.attempts:
                     queue, forced = skipped, True  # nothing else to ask: as when every breaker is open
                 continue

@@ -4,14 +4,18 @@ Every fault test checks the same six things, so they live here once:
 status, the routing headers, the answering model, the text against a healthy simulator's answer,
 the upstream attempts (from /_sim/stats, as an exact {"provider:model": count} dict) and the wall clock.
 
-TODO(log row): once the request log row lands, assert it here as well (attempts, failover, reason,
-malformed-event count); until then no test looks at the log row.
+The assert_* helpers also check the request's log row (status, failover, who answered, the failed
+attempts with their reasons): the fault gateways write rows every 50 ms (GATEWAY_LOG_FLUSH_SECONDS).
 """
 import dataclasses
 import json
 import time
 
 import requests
+from sqlalchemy import select
+
+from gateway.extensions import make_engine
+from gateway.store.models import GatewayLog
 
 # The models the default chains walk, under the names the simulator counts them by (the upstream id).
 GPT = "openai:gpt-4o-mini"
@@ -24,7 +28,7 @@ CLAUDE_MODEL = "claude-haiku-4-5-20251001"
 # same gateway; the breaker has its own suite.
 FAST_ENV = {"GATEWAY_READ_TIMEOUT": "1", "GATEWAY_FIRST_TOKEN_TIMEOUT": "1", "GATEWAY_CONNECT_TIMEOUT": "1",
             "GATEWAY_RETRY_BACKOFF": "0.05", "GATEWAY_BREAKER_COOLDOWN": "2",
-            "GATEWAY_BREAKER_FAILURES": "1000000", "GATEWAY_DEADLINE": "20"}
+            "GATEWAY_BREAKER_FAILURES": "1000000", "GATEWAY_DEADLINE": "20", "GATEWAY_LOG_FLUSH_SECONDS": "0.05"}
 TIMEOUT = 1.0      # GATEWAY_READ_TIMEOUT = GATEWAY_FIRST_TOKEN_TIMEOUT
 QUICK = 0.8        # a bound for "no timeout was waited for": well below TIMEOUT, with room for a slow CI box
 SLACK = 0.8        # what a request may take beyond the waits it must make
@@ -80,6 +84,7 @@ class Result:
     done: bool = False                  # the stream ended with data: [DONE]
     error: dict | None = None           # a stream's error event
     after_end: list = dataclasses.field(default_factory=list)  # anything after [DONE] or an error event
+    gw: object = None                   # the gateway that answered (for its log rows)
 
     @property
     def text(self):
@@ -118,7 +123,7 @@ def chat(gw, prompt, model="gpt-4o-mini", stream=False, headers=None, session=No
     sent = {**gw.headers, "Cache-Control": "no-cache", **(headers or {})}
     resp = http.post(gw.base_url + "/v1/chat/completions", json=body, headers=sent, stream=stream, timeout=timeout)
     with resp:
-        result = Result(resp.status_code, dict(resp.headers), 0.0)
+        result = Result(resp.status_code, dict(resp.headers), 0.0, gw=gw)
         if not stream or not resp.headers.get("Content-Type", "").startswith("text/event-stream"):
             result.body = resp.json()
         else:
@@ -140,6 +145,42 @@ def chat(gw, prompt, model="gpt-4o-mini", stream=False, headers=None, session=No
     return result
 
 
+_ENGINES = {}
+
+
+def log_row(res, wait=3.0):
+    """The request's row in the gateway's log table (written in the background, so polled for)."""
+    url = res.gw.database_url
+    engine = _ENGINES.get(url) or _ENGINES.setdefault(url, make_engine(url))
+    table = GatewayLog.__table__
+    deadline = time.monotonic() + wait
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(select(table).where(table.c.request_id == res.headers["X-Request-Id"])).all()
+        if rows or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert len(rows) == 1, f"expected one log row, found {len(rows)}"
+    return rows[0]
+
+
+def assert_logged(res, status=None):
+    """The row says what the client saw: status, failover, who answered, and why earlier attempts failed."""
+    row = log_row(res)
+    assert row.status_code == (status or res.status)
+    attempts = json.loads(row.attempts) if row.attempts else []
+    assert all(a["reason"] for a in attempts)
+    if res.status == 200 and res.headers.get("X-Failover") == "true":
+        assert row.failover_used and row.original_provider == res.headers["X-Original-Provider"]
+    if row.failover_used:   # why: a failed attempt, or a member skipped for its open breaker
+        assert attempts
+    if res.status == 200 and res.error is None:
+        # A stream continued on another model after its headers went out: the row (like the body's
+        # `model`) names the model that finished the answer.
+        assert row.model_served == res.model
+    return row, attempts
+
+
 def assert_served(res, provider, model, failover=False, original=None):
     """A 200 from `provider`/`model`, with headers and body agreeing on who answered."""
     assert res.status == 200, (res.status, res.body, res.error)
@@ -151,6 +192,7 @@ def assert_served(res, provider, model, failover=False, original=None):
     else:
         assert "X-Original-Provider" not in res.headers
     assert res.model == model
+    assert_logged(res)
 
 
 def assert_whole_stream(res, expected):
@@ -163,6 +205,8 @@ def assert_whole_stream(res, expected):
     assert len({c["id"] for c in res.chunks}) == 1
     assert res.finish_reasons == ["stop"]
     assert res.usage and res.usage["completion_tokens"] > 0
+    row, _ = assert_logged(res)
+    assert row.completion_tokens == res.usage["completion_tokens"]
 
 
 def assert_broken_stream(res, partial_of):
@@ -172,3 +216,6 @@ def assert_broken_stream(res, partial_of):
     assert not res.done and not res.after_end
     assert res.finish_reasons == []
     assert partial_of.startswith(res.text) and res.text != partial_of
+    row = log_row(res)
+    assert row.status_code >= 500 and row.error_message and row.attempts    # the failure, not a 200
+    assert all(a["reason"] for a in json.loads(row.attempts))

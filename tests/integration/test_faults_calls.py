@@ -4,10 +4,12 @@ One gateway serves the whole module (same env); the simulator is reset before ea
 asserts status, routing headers, the answering model, the text against a healthy answer, the exact
 upstream attempts and a wall-clock bound (see tests/integration/faults.py).
 """
+import json
+
 import pytest
 
 from tests.integration.faults import (CLAUDE, CLAUDE_MODEL, FAST_ENV, GEMINI, GPT, QUICK, SLACK, TIMEOUT, Sim,
-                                      assert_served, chat)
+                                      assert_served, chat, log_row)
 
 CLAUDE_ALIAS = "anthropic:claude-haiku-4-5"   # `claude-haiku-4-5` is sent upstream as asked
 
@@ -90,6 +92,10 @@ def test_persistent_503_is_retried_once_then_failed_over(gw, sim, prompt):
     assert res.text == expected
     assert sim.attempts() == {GPT: 2, CLAUDE: 1}
     assert res.elapsed < QUICK
+    row = log_row(res)
+    assert [(a["model"], a["status"], a["reason"]) for a in json.loads(row.attempts)] == \
+        [("gpt-4o-mini", 503, "http5xx")] * 2
+    assert (row.provider, row.original_provider, row.cost_usd is not None) == ("anthropic", "openai", True)
 
 
 def test_anthropic_529_is_retried_once_then_failed_over_to_openai(gw, sim, prompt):
