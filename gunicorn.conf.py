@@ -2,7 +2,9 @@
 import os
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8080')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Without Redis the cache and the rate limits live in each process, and a limit is exact only in one:
+# one worker then, unless WEB_CONCURRENCY says otherwise (the start-up check warns about it).
+workers = int(os.environ.get("WEB_CONCURRENCY") or (2 if os.environ.get("REDIS_URL") else 1))
 worker_class = "gevent"
 # Each open stream holds a connection for its whole life: leave room for thousands per worker.
 worker_connections = int(os.environ.get("GATEWAY_WORKER_CONNECTIONS", "4000"))

@@ -84,10 +84,8 @@ def build(settings):
     for name, provider in providers.items():
         provider.name = name
     sessions = {name: make_session(settings.upstream_pool_size) for name in providers}
-    for name, provider in providers.items():
-        provider.session = sessions[name]
-        provider.allow_private_fetch = settings.fetch_private_urls
-    breakers = Breakers(settings.breaker_failures, settings.breaker_cooldown, redis_client)
+    breakers = Breakers(settings.breaker_failures, settings.breaker_cooldown, redis_client,
+                        namespace=settings.redis_namespace)
     manager = Manager(settings, registry, providers, sessions, breakers)
     guard = RedisGuard()
     ns = settings.redis_namespace
@@ -115,6 +113,7 @@ def create_app(settings=None):
     @app.before_request
     def _begin():
         g.start = time.perf_counter()
+        g.deadline = time.monotonic() + settings.deadline
         g.request_id = "req_" + secrets.token_hex(12)
         gw.start_background()
         answer = cors.preflight(settings.cors_origins)

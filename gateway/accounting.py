@@ -78,5 +78,7 @@ def record(gw, status, stream=False):
             if g.get("answer") is not None:
                 row["response_body"] = json.dumps(g.answer, ensure_ascii=False)
         gw.log_writer.enqueue(row)
-    metrics.observe(row["model_served"] or row["model"], row["provider"], status, latency, usage, g.get("cost"),
+    # Labels only from the model table: a client's made-up model names must not become metric series.
+    label = row["model_served"] or (row["model"] if row["model"] in gw.registry.models else "unknown")
+    metrics.observe(label, row["provider"], status, latency, usage, g.get("cost"),
                     g.get("ttft"), outcome)

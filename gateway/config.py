@@ -165,7 +165,7 @@ def load(env=None):
             "gemini": _url(env, "GEMINI_BASE_URL", "https://generativelanguage.googleapis.com"),
         },
         port=_int(env, "PORT", 8080, minimum=1),
-        web_concurrency=_int(env, "WEB_CONCURRENCY", 2, minimum=1),
+        web_concurrency=_int(env, "WEB_CONCURRENCY", 2 if env.get("REDIS_URL") else 1, minimum=1),
         file_config=file_config,
         connect_timeout=_float(env, "GATEWAY_CONNECT_TIMEOUT", 5.0),
         read_timeout=_float(env, "GATEWAY_READ_TIMEOUT", 120.0),

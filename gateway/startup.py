@@ -32,6 +32,10 @@ def check(settings):
     finally:
         engine.dispose()
     client = make_redis(settings.redis_url)
+    if client is None and settings.web_concurrency > 1:
+        log.warning("WEB_CONCURRENCY is %d without REDIS_URL: each worker keeps its own cache and rate "
+                    "limits, so a key may get up to %d times its limit; set REDIS_URL",
+                    settings.web_concurrency, settings.web_concurrency)
     if client is not None:
         try:
             client.ping()

@@ -23,3 +23,14 @@ def test_an_unreachable_redis_or_database_is_a_warning_not_a_stop(caplog):
     with caplog.at_level(logging.WARNING, logger="gateway"):
         startup.check(config.load(env))
     assert "database is not reachable" in caplog.text and "Redis is not reachable" in caplog.text
+
+
+def test_several_workers_without_redis_are_warned_about(sqlite_url, caplog):
+    with caplog.at_level(logging.WARNING, logger="gateway"):
+        startup.check(config.load({"DATABASE_URL": sqlite_url, "WEB_CONCURRENCY": "3"}))
+    assert "REDIS_URL" in caplog.text and "3 times its limit" in caplog.text
+
+
+def test_one_worker_by_default_without_redis_two_with_it():
+    assert config.load({}).web_concurrency == 1
+    assert config.load({"REDIS_URL": "redis://127.0.0.1:6379/0"}).web_concurrency == 2

@@ -50,13 +50,16 @@ _POLL_FIRST, _POLL_MAX = 0.01, 0.1  # waiters poll quickly at first: most answer
 
 
 def cache_key(body, scope):
-    """SHA-256 hex of the request minus IGNORED_FIELDS, with `scope` (an API key id, or "global" when the
+    """None when the request cannot be keyed, else SHA-256 hex of the request minus IGNORED_FIELDS, with `scope` (an API key id, or "global" when the
     cache is shared gateway-wide) so tenants never see each other's answers.
 
     The hashed text is canonical JSON: orjson with sorted keys at every level, compact, UTF-8 unescaped.
     """
     material = {"scope": str(scope), "request": {k: v for k, v in body.items() if k not in IGNORED_FIELDS}}
-    return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    try:
+        return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    except orjson.JSONEncodeError:
+        return None  # nested deeper than orjson writes (254 levels): such a request is simply not cached
 
 
 def encode(entry):

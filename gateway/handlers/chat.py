@@ -50,7 +50,14 @@ def _cache_key(gw, body):
     directives = (request.headers.get("Cache-Control") or "").lower()
     if "no-cache" in directives or "no-store" in directives:
         return None
+    if body.get("logprobs"):
+        return None  # a stored entry does not carry logprobs across streamed and plain answers
     return cache_key(body, "global" if gw.settings.cache_shared else str(key.id))
+
+
+def _left():
+    """Seconds of GATEWAY_DEADLINE this request has left (waiting for a cache entry included)."""
+    return max(0.0, g.deadline - time.monotonic())
 
 
 @bp.post("/v1/chat/completions")
@@ -72,7 +79,8 @@ def _run(gw, body, model, stream):
     failover = (request.headers.get("X-Gateway-Failover") or "on").strip().lower() not in ("off", "false", "0")
     id_, created = new_completion_id(), now()
     result, outcome = gw.manager.run(body, model, id_, created, stream,
-                                     fallbacks=_header_list("X-Gateway-Fallbacks"), failover=failover)
+                                     fallbacks=_header_list("X-Gateway-Fallbacks"), failover=failover,
+                                     deadline=g.deadline)
     g.outcome = outcome
     return result, outcome
 
@@ -92,8 +100,7 @@ def _complete(gw, body, model, key):
     if key is None:
         entry, hit = compute(), False
     else:
-        entry, hit = gw.cache.get_or_compute(key, compute, g.api_key.cache_ttl_seconds,
-                                             wait_timeout=gw.settings.deadline)
+        entry, hit = gw.cache.get_or_compute(key, compute, g.api_key.cache_ttl_seconds, wait_timeout=_left())
     completion = entry["completion"]
     if hit:
         completion = {**completion, "id": new_completion_id(), "created": now()}
@@ -125,7 +132,8 @@ def _route_headers(resp, entry, hit, key):
             resp.headers["X-Original-Provider"] = outcome.original_provider
     if key is not None:
         resp.headers["X-Cache-Hit"] = "exact" if hit else "miss"
-    resp.headers["X-Cost-USD"] = accounting.header(g.get("cost"))
+    if g.get("cost") is not None:   # unpriced: no header rather than a false zero
+        resp.headers["X-Cost-USD"] = accounting.header(g.cost)
     resp.headers["X-Latency-Ms"] = str(_latency_ms())
 
 
@@ -145,7 +153,7 @@ def _stream(gw, body, model, key):
         if entry is None:
             locked = cache.lock(key)
             if not locked:
-                entry = cache.wait_for(key, gw.settings.deadline)
+                entry = cache.wait_for(key, _left())
         if entry is not None:
             _as_cache_hit(entry, entry["completion"].get("usage"))
             chunks = replay(entry["completion"], new_completion_id(), now(), include_usage)
@@ -161,7 +169,7 @@ def _stream(gw, body, model, key):
     g.ttft = time.perf_counter() - g.start
     resp = _sse_response(_relay(gw, upstream, include_usage, key if locked else None))
     _route_headers(resp, None, False, key)
-    del resp.headers["X-Cost-USD"]   # known only when the stream ends: the usage chunk carries it
+    resp.headers.pop("X-Cost-USD", None)   # known only when the stream ends: the usage chunk carries it
     return resp
 
 
@@ -208,7 +216,8 @@ def _relay(gw, upstream, include_usage, key):
         if acc is not None and gw.settings.log_bodies:
             g.answer = [c.get("message") for c in acc.completion(None)["choices"]]
         if key is not None:
-            if finished and acc.complete and not upstream.resumed_on:
+            whole = finished and acc.complete and len(acc.choices) == (g.body.get("n") or 1)
+            if whole and not upstream.resumed_on:
                 entry = _entry(acc.completion(g.usage), g.outcome, g.get("cost"))
                 gw.cache.set_async(key, entry, g.api_key.cache_ttl_seconds, unlock=True)
             else:

@@ -45,6 +45,13 @@ def _check_part(part, where):
         image = part.get("image_url")
         if not isinstance(image, dict) or not isinstance(image.get("url"), str) or not image["url"]:
             raise ValidationError({where + ".image_url.url": ["must be a non-empty string"]})
+    if kind == "input_audio":
+        audio = part.get("input_audio")
+        if not isinstance(audio, dict) or not isinstance(audio.get("data"), str) or \
+                audio.get("format") not in ("wav", "mp3"):
+            raise ValidationError({where + ".input_audio": ["must be {\"data\": base64, \"format\": \"wav\" | \"mp3\"}"]})
+    if kind == "file" and not isinstance(part.get("file"), dict):
+        raise ValidationError({where + ".file": ["must be an object"]})
 
 
 def _check_tool_calls(calls, where):
@@ -121,7 +128,8 @@ class _ToolChoice(fields.Field):
     def _deserialize(self, value, attr, data, **kwargs):
         if value in ("none", "auto", "required"):
             return value
-        if isinstance(value, dict) and isinstance((value.get("function") or {}).get("name"), str):
+        if isinstance(value, dict) and isinstance(value.get("function"), dict) and \
+                isinstance(value["function"].get("name"), str):
             return value
         if isinstance(value, dict) and value.get("type") == "allowed_tools":
             return value
@@ -133,7 +141,8 @@ class _ResponseFormat(fields.Field):
         kind = value.get("type") if isinstance(value, dict) else None
         if kind in ("text", "json_object"):
             return value
-        if kind == "json_schema" and isinstance(value.get("json_schema"), dict):
+        spec = value.get("json_schema") if kind == "json_schema" else None
+        if isinstance(spec, dict) and isinstance(spec.get("schema", {}), dict):
             return value
         raise ValidationError("must be {\"type\": \"text\" | \"json_object\" | \"json_schema\", ...}")
 

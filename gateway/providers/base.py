@@ -10,8 +10,7 @@ class Provider:
     kind = ""            # its wire format
     stream_ends_with_done = False  # the stream ends with `data: [DONE]` (OpenAI) rather than at EOF
 
-    session = None                 # the pooled requests.Session for this provider (set by the app)
-    allow_private_fetch = False    # may the provider download URLs on private addresses (images)
+    inlines_images = False         # remote image URLs must be downloaded and sent inline (fetch.py)
 
     def __init__(self, spec):
         self.spec = spec

@@ -15,7 +15,7 @@ import logging
 import random
 import time
 
-from gateway.providers import transport
+from gateway.providers import fetch, transport
 from gateway.providers.breaker import OPEN
 from gateway.providers.resume import ResilientStream
 from gateway.translate.common import UpstreamError, error_object
@@ -36,6 +36,7 @@ class Outcome:
     provider: str | None = None
     attempts: list = dataclasses.field(default_factory=list)  # failed attempts, in order
     skipped: list = dataclasses.field(default_factory=list)   # chain members not asked, and why
+    inlined: tuple | None = None    # (request, the request with its images downloaded), made once
 
     def skip(self, model, reason):
         self.skipped.append({"provider": model.provider, "model": model.name, "reason": reason})
@@ -101,9 +102,10 @@ class Manager:
         # Every breaker open: still try the chain rather than refuse; the first to recover answers.
         return (allowed, False) if allowed else (configured, True)
 
-    def run(self, request, model, id_, created, stream, fallbacks=None, failover=True):
-        """(result, Outcome): a completion dict, or an open UpstreamStream for `stream=True`."""
-        deadline = time.monotonic() + self.settings.deadline
+    def run(self, request, model, id_, created, stream, fallbacks=None, failover=True, deadline=None):
+        """(result, Outcome): a completion dict, or an open UpstreamStream for `stream=True`.
+        `deadline` (time.monotonic) bounds every attempt; by default GATEWAY_DEADLINE from now."""
+        deadline = deadline or time.monotonic() + self.settings.deadline
         outcome = Outcome(model.name, model.provider)
         chain = self.chain(model, fallbacks, failover)
         candidates, forced = self._usable(chain)
@@ -128,6 +130,8 @@ class Manager:
         last = None
         queue, skipped = list(candidates), []
         while queue:
+            if time.monotonic() >= deadline:
+                break   # nothing left to spend: a 504 naming what was tried, not one more attempt
             m = queue.pop(0)
             if not forced and not self.breakers.allow(m.name):
                 skipped.append(m)  # half-open, and another request is its probe
@@ -140,10 +144,14 @@ class Manager:
             except UpstreamError as err:
                 last = err
                 what = kind(err)
-                if what == "context_length" and failover and m.context_fallbacks:
-                    queue = [x for x in self.chain(m, list(m.context_fallbacks)) if x is not m]
-                    queue = [x for x in queue if self.providers[x.provider].configured]
-                    continue
+                if what == "context_length" and failover and m.context_fallbacks and \
+                        time.monotonic() < deadline and len(outcome.attempts) < MAX_ATTEMPTS:
+                    # Each model at most once: a cycle of context chains (A -> B -> A) must end.
+                    asked = {a["model"] for a in outcome.attempts}
+                    queue = [x for x in self.chain(m, list(m.context_fallbacks))
+                             if x.name not in asked and self.providers[x.provider].configured]
+                    if queue:
+                        continue
                 if what in FINAL:
                     err.provider = m.provider
                     raise
@@ -160,7 +168,7 @@ class Manager:
         """One model: the first attempt, and at most one retry when the failure deserves one."""
         for attempt in (1, 2):
             try:
-                result = self.attempt(request, model, id_, created, stream, deadline)
+                result = self.attempt(request, model, id_, created, stream, deadline, outcome)
             except UpstreamError as err:
                 err = self.own_view(err, model)
                 outcome.failed(model, err)
@@ -175,6 +183,11 @@ class Manager:
                     raise err from None
                 self.sleep(wait)
                 continue
+            except Exception:
+                # Not an upstream failure but ours (a translator bug): free a half-open probe slot so the
+                # model is not skipped for ever, and let the app answer 500 with the request id.
+                self.breakers.release(model.name)
+                raise
             self.breakers.success(model.name)
             return result
         raise AssertionError("unreachable")
@@ -202,9 +215,11 @@ class Manager:
         else:
             self.breakers.failure(model.name)
 
-    def attempt(self, request, model, id_, created, stream, deadline):
+    def attempt(self, request, model, id_, created, stream, deadline, outcome=None):
         provider = self.providers[model.provider]
         session = self.sessions[model.provider]
+        if provider.inlines_images:
+            request = self._with_inline_images(request, session, deadline, outcome)
         left = max(0.05, deadline - time.monotonic())
         read = model.read_timeout or self.settings.read_timeout
         connect = min(self.settings.connect_timeout, left)
@@ -213,6 +228,16 @@ class Manager:
             return transport.open_stream(session, provider, request, model, id_, created,
                                          (connect, min(first, left)), read)
         return transport.complete(session, provider, request, model, id_, created, (connect, min(read, left)))
+
+    def _with_inline_images(self, request, session, deadline, outcome):
+        """The request with remote images downloaded, once per request whatever the attempts."""
+        memo = outcome.inlined if outcome is not None else None
+        if memo is not None and memo[0] is request:
+            return memo[1]
+        inlined = fetch.inline_images(request, session, self.settings.fetch_private_urls, deadline)
+        if outcome is not None:
+            outcome.inlined = (request, inlined)
+        return inlined
 
     def own_view(self, err, model):
         """What the client may see of an upstream failure: never our provider keys, and never our

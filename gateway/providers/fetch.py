@@ -8,6 +8,7 @@ at 20 MB.
 import base64
 import ipaddress
 import socket
+import time
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -15,7 +16,8 @@ import requests
 from gateway.translate.common import UpstreamError, error_object
 
 MAX_BYTES = 20 * 1024 * 1024
-TIMEOUT = (5, 15)
+TIMEOUT = (5, 15)          # connect, and between bytes
+TOTAL_SECONDS = 30         # the whole download, when the request gives no deadline
 
 
 def _bad(message, param):
@@ -25,13 +27,14 @@ def _bad(message, param):
 def _public(host):
     try:
         infos = socket.getaddrinfo(host, None)
-    except socket.gaierror:
+    except (OSError, UnicodeError, ValueError):  # unresolvable, or not a valid host name at all
         return False
     return all(ipaddress.ip_address(info[4][0]).is_global for info in infos)
 
 
-def download(session, url, param, allow_private=False):
-    """A `data:<type>;base64,...` URL with the image at `url`."""
+def download(session, url, param, allow_private=False, deadline=None):
+    """A `data:<type>;base64,...` URL with the image at `url`, fetched before `deadline` (time.monotonic)."""
+    deadline = deadline or time.monotonic() + TOTAL_SECONDS
     for _ in range(4):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -39,7 +42,9 @@ def download(session, url, param, allow_private=False):
         if not allow_private and not _public(parts.hostname):
             raise _bad(f"The image URL's host {parts.hostname!r} is not a public address.", param)
         try:
-            resp = session.get(url, timeout=TIMEOUT, stream=True, allow_redirects=False)
+            left = max(0.05, deadline - time.monotonic())
+            resp = session.get(url, timeout=(min(TIMEOUT[0], left), min(TIMEOUT[1], left)), stream=True,
+                               allow_redirects=False)
         except requests.RequestException as e:
             raise _bad(f"Could not download the image at {parts.hostname}: {type(e).__name__}.", param) from None
         with resp:
@@ -52,15 +57,22 @@ def download(session, url, param, allow_private=False):
             if not mime.startswith("image/") and mime != "application/pdf":
                 raise _bad(f"The URL did not return an image (Content-Type {mime or 'missing'}).", param)
             data = bytearray()
-            for piece in resp.iter_content(65536):
-                data += piece
-                if len(data) > MAX_BYTES:
-                    raise _bad("The image is larger than 20 MB.", param)
+            try:
+                # read1: whatever has arrived, so the clock is checked as bytes trickle in (read(n) would
+                # wait for n bytes or the end).
+                for piece in iter(lambda: resp.raw.read1(65536), b""):
+                    data += piece
+                    if len(data) > MAX_BYTES:
+                        raise _bad("The image is larger than 20 MB.", param)
+                    if time.monotonic() > deadline:   # a server trickling bytes must not hold the request
+                        raise _bad(f"The image at {parts.hostname} took too long to download.", param)
+            except requests.RequestException as e:
+                raise _bad(f"Could not download the image at {parts.hostname}: {type(e).__name__}.", param) from None
             return f"data:{mime};base64,{base64.b64encode(bytes(data)).decode()}"
     raise _bad("The image URL redirects too many times.", param)
 
 
-def inline_images(request, session, allow_private=False):
+def inline_images(request, session, allow_private=False, deadline=None):
     """The request with every http(s) image part replaced by a data: URL (a new dict; the input is kept)."""
     messages = request.get("messages") or []
     if not any(isinstance(m.get("content"), list) and any(
@@ -77,7 +89,8 @@ def inline_images(request, session, allow_private=False):
         for j, part in enumerate(content):
             url = (part.get("image_url") or {}).get("url", "") if part.get("type") == "image_url" else ""
             if url.startswith(("http://", "https://")):
-                data_url = download(session, url, f"messages[{i}].content[{j}].image_url.url", allow_private)
+                data_url = download(session, url, f"messages[{i}].content[{j}].image_url.url", allow_private,
+                                    deadline)
                 part = {**part, "image_url": {**part["image_url"], "url": data_url}}
             parts.append(part)
         out.append({**message, "content": parts})

@@ -1,6 +1,5 @@
 """Google Gemini API: `{base}/v1beta/models/{model}:generateContent` and `:streamGenerateContent?alt=sse`."""
 from gateway.providers.base import Provider
-from gateway.providers.fetch import inline_images
 from gateway.translate import gemini as t
 
 
@@ -34,6 +33,7 @@ class _State:
 
 class GeminiProvider(Provider):
     kind = "gemini"
+    inlines_images = True   # Gemini's API cannot fetch an image URL itself
 
     def prepare(self, request, model, stream):
         headers = {"Content-Type": "application/json"}
@@ -41,7 +41,6 @@ class GeminiProvider(Provider):
             headers["x-goog-api-key"] = self.spec.api_key
         method = ":streamGenerateContent?alt=sse" if stream else ":generateContent"
         url = f"{self.spec.base_url}/v1beta/models/{model.upstream}{method}"
-        request = inline_images(request, self.session, self.allow_private_fetch)
         return url, headers, t.to_gemini(request, model.default_max_tokens)
 
     def parse(self, body, model, id_, created):

@@ -55,8 +55,9 @@ class ResilientStream:
                         yield chunk
                 return
             except UpstreamError as err:
-                original = original or err
                 failed = self.outcome.model
+                err = self.manager.own_view(err, failed)   # never a provider key in the event or the row
+                original = original or err
                 self.outcome.failed(failed, err)
                 self.manager.count_failure(failed, err)
                 log.warning("stream from %s broke (%s) after %d characters; trying to continue",
@@ -115,7 +116,7 @@ class ResilientStream:
         for model in self._candidates(failed):
             self.resumed_on.append(model.name)
             try:
-                stream = self.manager.attempt(body, model, self.id, self.created, True, self.deadline)
+                stream = self.manager.attempt(body, model, self.id, self.created, True, self.deadline, self.outcome)
             except UpstreamError as err:
                 err = self.manager.own_view(err, model)
                 self.outcome.failed(model, err)

@@ -33,7 +33,7 @@ class OpenAIStream:
 
     def __init__(self, model, id_, created):
         self.model = model
-        self.finish_reason = None
+        self._started, self._finished = set(), {}   # choice index -> finish reason
         self.usage = None
         self._usage_chunk = None
         self.done = False
@@ -51,14 +51,24 @@ class OpenAIStream:
             return []
         if choices:
             for choice in choices:
+                index = choice.get("index", 0)
+                self._started.add(index)
                 if choice.get("finish_reason"):
-                    self.finish_reason = choice["finish_reason"]
+                    self._finished[index] = choice["finish_reason"]
         if data.get("usage"):
             self.usage = data["usage"]
         if "usage" in data:
             # Intermediate chunks carry `usage: null` only when the client asked for usage; we asked for it.
             data = {k: v for k, v in data.items() if k != "usage"}
         return [data]
+
+    @property
+    def finish_reason(self):
+        """Choice 0's finish reason once every choice that started has finished (n > 1 included); None
+        while any is still open, so a stream cut between choices is not taken for a whole answer."""
+        if not self._started or not self._started <= self._finished.keys():
+            return None
+        return self._finished.get(0) or next(iter(self._finished.values()))
 
     def finish(self):
         self.done = True

@@ -38,19 +38,30 @@ def clean_schema(schema, _defs=None, _refs=()):
         if key == "type":
             _set_type(out, value)
         elif key == "properties":
+            if not isinstance(value, dict):
+                raise _bad_schema("'properties' must be an object")
             if value:
                 out[key] = {name: clean_schema(sub, _defs, _refs) for name, sub in value.items()}
         elif key == "items":
             out[key] = clean_schema(value, _defs, _refs)
         elif key == "anyOf":
+            if not isinstance(value, list):
+                raise _bad_schema("'anyOf' must be an array")
             _set_any_of(out, [clean_schema(sub, _defs, _refs) for sub in value])
         else:
             out[key] = value
     return out
 
 
+def _bad_schema(message):
+    return UpstreamError(400, error_object(f"Invalid JSON schema: {message}.", "invalid_request_error", None,
+                                           "invalid_schema"))
+
+
 def _set_type(out, type_):
     types = type_ if isinstance(type_, list) else [type_]
+    if not all(isinstance(t, str) for t in types):
+        raise _bad_schema(f"'type' must be a string or a list of strings, got {type_!r}")
     if "null" in types:
         out["nullable"] = True
     rest = [t.upper() for t in types if t != "null"]
