@@ -20,19 +20,16 @@ SECRET = "sk-test-openai-SECRET"
 
 @pytest.fixture
 def gw(make_app):
+    """(client, app) with the failover manager's sleeps recorded instead of slept."""
+    from tests.providers.test_failover import quiet
+
     def factory(**env):
-        app, key = make_app(**env)
-        c = app.test_client()
-        c.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
-        manager = app.extensions["gateway"].manager
-        manager.slept = []
-        manager.sleep = manager.slept.append
-        return c, app
+        client, manager = quiet(make_app, **env)
+        return client, client.application
     return factory
 
 
-def chat(client, body=BODY, **headers):
-    return client.post("/v1/chat/completions", json=body, headers={"Cache-Control": "no-cache", **headers})
+from tests.providers.test_failover import chat  # noqa: E402 - one helper for both suites
 
 
 # 1 ------------------------------------------------------------ tool_choice.function not an object -> 500

@@ -14,18 +14,20 @@ BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say he
 GEMINI_FLASH = GEMINI_BASE + "gemini-2.5-flash:generateContent"
 
 
+def quiet(make_app, **env):
+    """(client, the app's failover manager) with sleeps recorded instead of slept."""
+    app, key = make_app(**env)
+    c = app.test_client()
+    c.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+    manager = app.extensions["gateway"].manager
+    manager.slept = []
+    manager.sleep = manager.slept.append
+    return c, manager
+
+
 @pytest.fixture
 def gw(make_app):
-    """A client and the app's failover manager, with sleeps recorded instead of slept."""
-    def factory(**env):
-        app, key = make_app(**env)
-        c = app.test_client()
-        c.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
-        manager = app.extensions["gateway"].manager
-        manager.slept = []
-        manager.sleep = manager.slept.append
-        return c, manager
-    return factory
+    return lambda **env: quiet(make_app, **env)
 
 
 def chat(client, body=BODY, **headers):
