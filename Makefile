@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test migrate clean system-deps demo
+.PHONY: install run test migrate clean system-deps demo bench
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ system-deps:
 
 test: install system-deps
 	$(PY) -m pytest -q
+
+# Starts its own simulator, gunicorn, PostgreSQL database and Redis namespace; writes bench/results/report.md.
+bench: install system-deps
+	$(PY) bench/run.py
 
 demo: install
 	$(PY) -m gateway.demo

@@ -37,48 +37,52 @@ def _attempts(outcome):
 
 def record(gw, status, stream=False):
     """Enqueue this request's log row and count it. Reads what the handler left on `g`."""
-    if g.get("recorded"):
+    # The objects behind the `g` and `request` proxies, looked up once: each proxy access costs a context
+    # look-up (~2 µs here), and a row reads about twenty of them.
+    g_, request_ = g._get_current_object(), request._get_current_object()
+    if g_.get("recorded"):
         return
-    g.recorded = True
-    outcome = g.get("outcome")
-    usage = g.get("usage") or {}
+    g_.recorded = True
+    outcome = g_.get("outcome")
+    usage = g_.get("usage") or {}
     model = outcome.model if outcome is not None and outcome.model is not None else None
-    latency = time.perf_counter() - g.start
-    key = g.get("api_key")
-    body = g.get("body") or {}
+    latency = time.perf_counter() - g_.start
+    key = g_.get("api_key")
+    body = g_.get("body") or {}
+    headers = request_.headers
     row = {
-        "request_id": g.request_id,
+        "request_id": g_.request_id,
         "api_key_id": key.id if key else None,
-        "endpoint": request.path[:100],
+        "endpoint": request_.path[:100],
         "model": (body.get("model") if isinstance(body, dict) else None) or None,
-        "model_served": model.name if model else g.get("cached_model"),
-        "provider": outcome.provider if outcome is not None and outcome.provider else g.get("cached_provider"),
-        "original_provider": outcome.original_provider if outcome is not None else g.get("cached_provider"),
+        "model_served": model.name if model else g_.get("cached_model"),
+        "provider": outcome.provider if outcome is not None and outcome.provider else g_.get("cached_provider"),
+        "original_provider": outcome.original_provider if outcome is not None else g_.get("cached_provider"),
         "status_code": status,
         "prompt_tokens": usage.get("prompt_tokens"),
         "completion_tokens": usage.get("completion_tokens"),
         "total_tokens": usage.get("total_tokens"),
         "cached_tokens": (usage.get("prompt_tokens_details") or {}).get("cached_tokens"),
-        "cost_usd": g.get("cost"),
-        "saved_usd": g.get("saved"),
+        "cost_usd": g_.get("cost"),
+        "saved_usd": g_.get("saved"),
         "latency_ms": int(latency * 1000),
-        "cache_hit": bool(g.get("cache_hit")),
+        "cache_hit": bool(g_.get("cache_hit")),
         "failover_used": bool(outcome is not None and outcome.failover_used),
-        "error_message": (g.get("error_message") or None),
+        "error_message": (g_.get("error_message") or None),
         "attempts": _attempts(outcome),
         "stream": bool(stream),
-        "customer_id": (request.headers.get("X-Customer-Id") or "")[:200] or None,
-        "feature": (request.headers.get("X-Feature") or "")[:200] or None,
+        "customer_id": (headers.get("X-Customer-Id") or "")[:200] or None,
+        "feature": (headers.get("X-Feature") or "")[:200] or None,
         "end_user": (body.get("user") if isinstance(body, dict) and isinstance(body.get("user"), str) else None),
         "created_at": dt.datetime.now(dt.timezone.utc),
     }
     if gw.settings.log_requests:  # GATEWAY_LOG_REQUESTS=false: metrics only, no row (e.g. to measure the writer)
         if gw.settings.log_bodies and isinstance(body, dict):
             row["request_body"] = json.dumps(body.get("messages"), ensure_ascii=False)
-            if g.get("answer") is not None:
-                row["response_body"] = json.dumps(g.answer, ensure_ascii=False)
+            if g_.get("answer") is not None:
+                row["response_body"] = json.dumps(g_.answer, ensure_ascii=False)
         gw.log_writer.enqueue(row)
     # Labels only from the model table: a client's made-up model names must not become metric series.
     label = row["model_served"] or (row["model"] if row["model"] in gw.registry.models else "unknown")
-    metrics.observe(label, row["provider"], status, latency, usage, g.get("cost"),
-                    g.get("ttft"), outcome)
+    metrics.observe(label, row["provider"], status, latency, usage, g_.get("cost"),
+                    g_.get("ttft"), outcome)

@@ -18,6 +18,9 @@ from gateway.translate.common import UpstreamError, error_object
 
 log = logging.getLogger("gateway")
 _ORIGINS_KEPT = 64
+# After a stream's last event, how long and how much more of its response is read to keep the connection.
+_DRAIN_SECONDS = 0.1
+_DRAIN_BYTES = 65536
 
 
 class _Session(requests.Session):
@@ -145,7 +148,8 @@ class UpstreamStream:
     """An open upstream stream, already past its first event, yielding OpenAI chunks.
 
     Iterating raises UpstreamError(reason=stall|cut|...) when the stream breaks after it started;
-    `close()` (also called when the client goes away) drops the upstream connection at once.
+    `close()` (also called when the client goes away) drops the upstream connection at once, unless the
+    answer was finished and its response read to the end: then the connection goes back to the pool.
     """
 
     def __init__(self, provider, resp, state, read_timeout):
@@ -155,7 +159,8 @@ class UpstreamStream:
         self.read_timeout = read_timeout
         self.malformed = 0
         self.finished = False
-        self._events = sseclient.SSEClient(_raw_bytes(resp)).events()
+        self._body = _raw_bytes(resp)
+        self._events = sseclient.SSEClient(self._body).events()
         self._pending = []
 
     def start(self):
@@ -213,7 +218,24 @@ class UpstreamStream:
             self.close()
 
     def close(self):
+        # requests' close() drops a connection whose body it did not read itself, which was every stream's:
+        # each stream then paid a new connection to the upstream (a TLS handshake, on a real provider).
+        if self.finished and self._read_to_end():
+            self.resp.raw.release_conn()
         self.resp.close()
+
+    def _read_to_end(self):
+        """Whether the rest of the response (after `[DONE]`, just the chunked terminator) came at once."""
+        _set_timeout(self.resp, _DRAIN_SECONDS)
+        left = _DRAIN_BYTES
+        try:
+            for data in self._body:
+                left -= len(data)
+                if left < 0:
+                    return False
+        except Exception:  # noqa: BLE001 - a timeout or a cut: the connection is not worth keeping
+            return False
+        return True
 
 
 def open_stream(session, provider, request, model, id_, created, timeout, read_timeout):

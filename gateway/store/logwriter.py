@@ -41,6 +41,7 @@ log = logging.getLogger("gateway.logs")
 
 _SCAN_SECONDS = 30.0  # how often a healthy writer looks for files abandoned by dead processes
 _REPLAY_BATCHES_PER_ROUND = 10  # replay in slices so live rows are not held up behind a large file
+_YIELD_EVERY = 32  # rows normalized between yields (~0.5 ms of CPU): a batch must not stall a worker's requests
 
 
 class _DatabaseDown(Exception):
@@ -257,11 +258,13 @@ class LogWriter:
     def _store(self, rows):
         """Rows from the queue: into the database, else into the spool."""
         good, bad = [], []
-        for row in rows:
+        for i, row in enumerate(rows, 1):
             try:
                 good.append(normalize(row))
             except (ValueError, TypeError) as e:
                 bad.append((row, e))
+            if i % _YIELD_EVERY == 0:
+                time.sleep(0)  # under gevent this thread is a greenlet: let requests run between slices
         self._reject(bad)
         if good:
             if self._down and time.monotonic() < self._next_probe:

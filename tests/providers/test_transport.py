@@ -47,3 +47,56 @@ def test_explicit_arguments_and_many_origins_are_not_cached():
     for i in range(transport._ORIGINS_KEPT * 2):
         settings(session, f"https://images{i}.example/x.png")
     assert len(session._environment) <= transport._ORIGINS_KEPT
+
+
+# --- streams give their connection back when they end cleanly (against the simulator, over real sockets) ---
+
+@pytest.fixture(scope="module")
+def simulator_base():
+    from gateway.simulator import spawn_process
+    proc, base = spawn_process(["--tokens", "12"])
+    yield base
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def upstream(simulator_base, monkeypatch):
+    import urllib3.connection
+    connects = []
+    real_connect = urllib3.connection.HTTPConnection.connect
+    monkeypatch.setattr(urllib3.connection.HTTPConnection, "connect",
+                        lambda self: (connects.append(1), real_connect(self))[1])
+    from gateway import config
+    from gateway.providers.openai import OpenAIProvider
+    from gateway.providers.registry import Registry
+    registry = Registry(config.load({"OPENAI_API_KEY": "sk-sim", "OPENAI_BASE_URL": simulator_base + "/v1"}))
+    provider = OpenAIProvider(registry.providers["openai"])
+    provider.name = "openai"
+    session = transport.make_session(4)
+    model = registry.resolve("gpt-4o-mini")
+    request = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}], "stream": True}
+
+    def open_stream():
+        return transport.open_stream(session, provider, request, model, "chatcmpl-1", 1, (5, 10), 10)
+
+    def connections_made():
+        return len(connects)
+    return open_stream, connections_made
+
+
+def test_a_finished_stream_gives_its_connection_back_to_the_pool(upstream):
+    open_stream, connections_made = upstream
+    for _ in range(3):
+        chunks = list(open_stream())
+        assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert connections_made() == 1
+
+
+def test_a_stream_left_midway_drops_its_connection(upstream):
+    open_stream, connections_made = upstream
+    stream = open_stream()
+    next(iter(stream))
+    stream.close()
+    assert list(open_stream())[-1]["choices"][0]["finish_reason"] == "stop"
+    assert connections_made() == 2

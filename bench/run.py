@@ -1,0 +1,638 @@
+"""`make bench`: start a simulator, PostgreSQL database, Redis namespace and gunicorn gateway of the bench's own,
+load them with wrk and a small stream client, and write bench/results/report.md and report.json.
+
+Every figure is the median of RUNS runs (after a warm-up). CPU is read from /proc/<pid>/stat (utime + stime):
+"gateway" is the gunicorn master and its workers; "stack" adds every postgres and redis-server process. The
+load generator, the simulator and the gateway share the machine's cores (nothing is pinned), so the machine's
+total CPU use is reported beside each figure. Everything started here is stopped on the way out, whatever
+happens (Ctrl-C included), and the database and Redis keys are removed.
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import streams
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PY = sys.executable
+GATEWAY_CMD = os.path.join(os.path.dirname(PY), "gateway")
+PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+TICK = os.sysconf("SC_CLK_TCK")
+MODEL = "gpt-4o-mini"
+MESSAGES = [{"role": "user", "content": "Summarise the benefits of a gateway in front of LLM providers."}]
+
+# name: (what, target, unit, lower_is_better)
+TARGETS = {
+    "upstream_gateway_cpu_ms": ("gateway CPU per request, upstream call (c=64)", 1.0, "ms", True),
+    "cache_gateway_cpu_ms": ("gateway CPU per request, cache hit (c=64)", 0.5, "ms", True),
+    "upstream_stack_cpu_ms": ("whole-stack CPU per request, upstream call (c=64)", 1.5, "ms", True),
+    "cache_stack_cpu_ms": ("whole-stack CPU per request, cache hit (c=64)", 0.8, "ms", True),
+    "upstream_rps_c64": ("throughput at c=64, upstream call", 1000, "req/s", False),
+    "cache_rps_c64": ("throughput at c=64, cache hit", 2000, "req/s", False),
+    "added_p50_c1": ("added latency at c=1, p50 (gateway − direct)", 1.5, "ms", True),
+    "added_p99_c1": ("added latency at c=1, p99 (gateway − direct)", 5.0, "ms", True),
+    "cache_p50_c1": ("cache hit end to end at c=1, p50", 2.0, "ms", True),
+    "stream_added_ttfb": ("stream: added time to first event (median)", 2.0, "ms", True),
+    "streams_failed": ("2,000 concurrent streams: failures", 0, "", True),
+    "rss_after_load_mb": ("RSS per worker after load (largest worker)", 80, "MB", True),
+}
+
+
+# ---------------------------------------------------------------- /proc
+
+def _stat(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        text = f.read()
+    fields = text[text.rindex(")") + 2:].split()  # after "(comm) ": field 3 (state) is fields[0]
+    return int(fields[1]), int(fields[11]) + int(fields[12])  # ppid, utime + stime (ticks)
+
+
+def _comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _pids():
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def tree(root):
+    """root and every descendant."""
+    parents = {}
+    for pid in _pids():
+        try:
+            parents[pid] = _stat(pid)[0]
+        except (OSError, ValueError, IndexError):
+            pass
+    found, frontier = {root}, [root]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parents.items() if pp == p]
+        found.update(kids)
+        frontier.extend(kids)
+    return found
+
+
+def by_name(*names):
+    return {pid for pid in _pids() if _comm(pid) in names}
+
+
+def cpu_ticks(pids):
+    out = {}
+    for pid in pids:
+        try:
+            out[pid] = _stat(pid)[1]
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def cpu_delta_ms(before, after):
+    # A process absent before was born during the run: all its CPU counts. One gone after is lost (rare).
+    return sum(t - before.get(pid, 0) for pid, t in after.items()) * 1000.0 / TICK
+
+
+def machine_ticks():
+    with open("/proc/stat") as f:
+        vals = [int(v) for v in f.readline().split()[1:]]
+    idle = vals[3] + vals[4]
+    return sum(vals[:8]) - idle, sum(vals[:8])
+
+
+def rss_mb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+# ---------------------------------------------------------------- processes
+
+class Procs:
+    """Every process the bench starts, each in its own session, so a whole group can be signalled."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self, args, log_path, env=None):
+        log = open(log_path, "ab")
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc, timeout=15):
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        try:  # whatever is left of the group (a worker that outlived its master)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if proc.poll() is None:
+            proc.wait(timeout=5)
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def stop_all(self):
+        for proc in reversed(list(self.procs)):
+            self.stop(proc)
+
+
+def wait_for_line(path, prefix, proc, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(prefix):
+                    return line[len(prefix):].strip()
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise RuntimeError(f"{prefix!r} not seen in {path}")
+
+
+def http(method, url, body=None, headers=None, timeout=10):
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.procs = Procs()
+        self.token = secrets.token_hex(4)
+        self.out = os.path.abspath(args.out)
+        os.makedirs(self.out, exist_ok=True)
+        self.tmp = tempfile.mkdtemp(prefix="gateway-bench-")
+        self.db_name = f"gateway_bench_{self.token}"
+        self.prefix = f"gwbench:{self.token}:"
+        self.db_url = None
+        self.gunicorn = None
+        self.results = {"runs": args.runs, "seconds_per_run": args.duration, "warmup_seconds": args.warmup}
+        self.notes = []
+
+    # ------------------------------------------------------------ set-up and tear-down
+
+    def create_db(self):
+        import psycopg2
+        admin = psycopg2.connect(PG_ADMIN_URL, connect_timeout=5)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{self.db_name}"')
+        admin.close()
+        self.db_url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + self.db_name
+        self.gateway_cli("db", "upgrade")
+
+    def drop_db(self):
+        if self.db_url is None:
+            return
+        import psycopg2
+        admin = psycopg2.connect(PG_ADMIN_URL, connect_timeout=5)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+        admin.close()
+        self.db_url = None
+
+    def clean_redis(self):
+        import redis
+        client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
+        keys = list(client.scan_iter(match=self.prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+
+    def base_env(self):
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("GATEWAY_", "OPENAI_", "ANTHROPIC_", "GEMINI_", "PROMETHEUS_"))}
+        env["PYTHONPATH"] = ROOT
+        env["DATABASE_URL"] = self.db_url or ""
+        return env
+
+    def gateway_cli(self, *args):
+        out = subprocess.run([GATEWAY_CMD, *args], cwd=ROOT, env=self.base_env(), capture_output=True, text=True,
+                             timeout=60)
+        if out.returncode:
+            raise RuntimeError(f"gateway {' '.join(args)} failed: {out.stderr[-2000:]}")
+        return out.stdout
+
+    def create_key(self, name, cache):
+        out = self.gateway_cli("keys", "create", "--name", name, *([] if cache else ["--no-cache"]))
+        return out.strip().splitlines()[-1]
+
+    def start_simulator(self, name, *args):
+        log = os.path.join(self.out, f"simulator-{name}.log")
+        open(log, "w").close()
+        proc = self.procs.start([PY, "-u", "-m", "gateway.simulator", "--port", "0", *args], log, self.base_env())
+        return proc, wait_for_line(log, "simulator listening on ", proc)
+
+    def start_gateway(self, name, **extra):
+        port = free_port()
+        env = self.base_env()
+        fast, slow = self.sim_url, self.slow_url
+        config = os.path.join(self.tmp, "gateway.toml")
+        with open(config, "w") as f:  # a second OpenAI-compatible provider: the slow simulator, for held streams
+            f.write(f'[providers.slowsim]\nkind = "openai"\nbase_url = "{slow}/v1"\napi_key_env = "BENCH_SLOW_KEY"\n')
+        env.update({
+            "PORT": str(port), "WEB_CONCURRENCY": "2", "REDIS_URL": REDIS_URL, "GATEWAY_REDIS_PREFIX": self.prefix,
+            "OPENAI_BASE_URL": fast + "/v1", "ANTHROPIC_BASE_URL": fast, "GEMINI_BASE_URL": fast,
+            "OPENAI_API_KEY": "sk-bench", "ANTHROPIC_API_KEY": "sk-ant-bench", "GEMINI_API_KEY": "AIza-bench",
+            "BENCH_SLOW_KEY": "sk-bench-slow", "GATEWAY_CONFIG": config,
+            "GATEWAY_ACCESS_LOG": "", "GATEWAY_GRACEFUL_TIMEOUT": "10", "GATEWAY_LOG_LEVEL": "WARNING",
+            # No recycling mid-bench: a fresh worker would restart its warm-up, and "RSS after load" must be
+            # the RSS of the worker that took the load.
+            "GATEWAY_MAX_REQUESTS": "0",
+            "GATEWAY_INSTANCE_DIR": self.tmp, "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(dir=self.tmp),
+        })
+        env.update(extra)
+        log = os.path.join(self.out, f"gunicorn-{name}.log")
+        open(log, "w").close()
+        proc = self.procs.start([PY, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], log, env)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited {proc.returncode}; see {log}")
+            try:
+                if http("GET", base + "/healthz", timeout=1)[0] == 200 and len(self.workers(proc)) == 2:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"gunicorn did not become healthy; see {log}")
+        self.gunicorn, self.gw_url, self.gw_port = proc, base, port
+        return proc
+
+    def workers(self, proc=None):
+        proc = proc or self.gunicorn
+        return sorted(tree(proc.pid) - {proc.pid})
+
+    def close(self):
+        errors = []
+        for step in (self.procs.stop_all, self.drop_db, self.clean_redis):
+            try:
+                step()
+            except Exception as e:  # noqa: BLE001 - do every step, report every failure
+                errors.append(f"{step.__name__}: {e}")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        for e in errors:
+            print("cleanup:", e, file=sys.stderr)
+
+    # ------------------------------------------------------------ load
+
+    def wrk(self, url, concurrency, seconds, key, body):
+        env = {**os.environ, "BENCH_BODY": body, "BENCH_KEY": key}
+        args = ["wrk", "-t", str(min(2, concurrency)), "-c", str(concurrency), "-d", f"{seconds}s", "--latency",
+                "-s", os.path.join(HERE, "post.lua"), url]
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        text = proc.stdout.read().decode()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        line = next((ln for ln in text.splitlines() if ln.startswith("BENCH ")), None)
+        if proc.returncode or line is None:
+            raise RuntimeError(f"wrk failed ({proc.returncode}): {text[-1500:]}")
+        out = json.loads(line[6:])
+        out["wrk_cpu_ms"] = (usage.ru_utime + usage.ru_stime) * 1000
+        return out
+
+    def measure(self, name, url, concurrency, key, body, gateway=True):
+        """Warm up, then RUNS runs: the median of each figure, and every run's figures."""
+        self.wrk(url, concurrency, self.args.warmup, key, body)
+        runs = []
+        for _ in range(self.args.runs):
+            gw_pids = tree(self.gunicorn.pid) if gateway else set()
+            stack_pids = by_name("postgres", "redis-server")
+            sim_pids = {self.sim.pid}
+            g0, s0, m0 = cpu_ticks(gw_pids), cpu_ticks(stack_pids), cpu_ticks(sim_pids)
+            busy0, total0 = machine_ticks()
+            w = self.wrk(url, concurrency, self.args.duration, key, body)
+            busy1, total1 = machine_ticks()
+            g1 = cpu_ticks(tree(self.gunicorn.pid) if gateway else set())
+            s1, m1 = cpu_ticks(by_name("postgres", "redis-server")), cpu_ticks(sim_pids)
+            n = max(1, w["requests"])
+            secs = w["duration_us"] / 1e6
+            gw_ms, stack_ms, sim_ms = cpu_delta_ms(g0, g1), cpu_delta_ms(s0, s1), cpu_delta_ms(m0, m1)
+            per_worker = [cpu_delta_ms({p: g0.get(p, 0)}, {p: t}) for p, t in g1.items() if p != self.gunicorn.pid]
+            machine_ms = (busy1 - busy0) * 1000.0 / TICK
+            errors = w["connect"] + w["read"] + w["write"] + w["status"] + w["timeout"]
+            runs.append({
+                "rps": w["requests"] / secs, "p50_ms": w["p50_us"] / 1000, "p99_ms": w["p99_us"] / 1000,
+                "requests": w["requests"], "errors": errors,
+                "gateway_cpu_ms": gw_ms / n if gateway else None,
+                "stack_cpu_ms": (gw_ms + stack_ms) / n if gateway else None,
+                "pg_redis_cpu_ms": stack_ms / n, "simulator_cpu_ms": sim_ms / n, "wrk_cpu_ms": w["wrk_cpu_ms"] / n,
+                "machine_cpu_pct": 100.0 * (busy1 - busy0) / max(1, total1 - total0),
+                # wrk opens its connections at once and whichever worker is awake accepts most of them
+                "busiest_worker_pct": 100.0 * max(per_worker) / max(1e-9, sum(per_worker)) if gateway else None,
+                "other_cpu_ms": (machine_ms - gw_ms - stack_ms - sim_ms - w["wrk_cpu_ms"]) / n,
+            })
+        med = {k: (statistics.median(r[k] for r in runs) if runs[0][k] is not None else None) for k in runs[0]}
+        med["errors"] = sum(r["errors"] for r in runs)
+        med["runs"] = runs
+        print(f"  {name:<28} c={concurrency:<3} {med['rps']:8.0f} req/s  p50 {med['p50_ms']:6.2f} ms  "
+              f"p99 {med['p99_ms']:6.2f} ms  gw {fmt(med['gateway_cpu_ms'])} ms/req  "
+              f"stack {fmt(med['stack_cpu_ms'])} ms/req  other {med['other_cpu_ms']:.2f} ms/req  "
+              f"machine {med['machine_cpu_pct']:3.0f}%  "
+              f"errors {med['errors']}", flush=True)
+        return med
+
+    def series(self, name, url, key, body, gateway=True):
+        return {str(c): self.measure(name, url, c, key, body, gateway) for c in self.args.concurrency}
+
+    def rss(self):
+        return {str(pid): round(rss_mb(pid), 1) for pid in self.workers()}
+
+    # ------------------------------------------------------------ the bench
+
+    def run(self):
+        a, r = self.args, self.results
+        busy0, total0 = machine_ticks()
+        time.sleep(1)
+        busy1, total1 = machine_ticks()
+        idle_busy = 100.0 * (busy1 - busy0) / max(1, total1 - total0)
+        r["machine"] = {"cores": os.cpu_count(), "python": platform.python_version(),
+                        "busy_pct_before": round(idle_busy, 1)}
+        if idle_busy > 10:
+            self.notes.append(f"The machine was {idle_busy:.0f}% busy before the bench started: other work shares "
+                              "the cores; see the 'other CPU' column.")
+        print("starting: database, simulators, gateway", flush=True)
+        self.create_db()
+        self.sim, self.sim_url = self.start_simulator("fast", "--tokens", str(a.tokens))
+        self.slow, self.slow_url = self.start_simulator("slow", "--tokens", "20", "--tokens-per-second", "2")
+        self.start_gateway("logging-on")
+        up_key, cache_key = self.create_key("bench-upstream", cache=False), self.create_key("bench-cache", cache=True)
+        body = json.dumps({"model": MODEL, "messages": MESSAGES})
+        status, headers, _ = http("POST", self.gw_url + "/v1/chat/completions", body.encode(),
+                                  {"Authorization": f"Bearer {up_key}", "Content-Type": "application/json"})
+        assert status == 200 and headers.get("X-Provider") == "openai", (status, headers)
+        time.sleep(1)
+        r["rss_idle_mb"] = self.rss()
+
+        print(f"non-streaming {MODEL}: {a.runs} runs of {a.duration} s after {a.warmup} s of warm-up", flush=True)
+        r["direct"] = self.series("direct to simulator", self.sim_url + "/v1/chat/completions", "sk-bench", body,
+                                  gateway=False)
+        r["upstream"] = self.series("gateway, upstream call", self.gw_url + "/v1/chat/completions", up_key, body)
+        for _ in range(2):  # prime: the second answer must come from the cache
+            status, headers, _ = http("POST", self.gw_url + "/v1/chat/completions", body.encode(),
+                                      {"Authorization": f"Bearer {cache_key}", "Content-Type": "application/json"})
+        assert status == 200 and headers.get("X-Cache-Hit") == "exact", (status, headers)
+        r["cache"] = self.series("gateway, cache hit", self.gw_url + "/v1/chat/completions", cache_key, body)
+
+        r["rss_after_requests_mb"] = self.rss()
+        print(f"streams: {a.ttfb_streams} sequential each way, then {a.streams} held at once", flush=True)
+        sbody = json.dumps({"model": MODEL, "messages": MESSAGES, "stream": True}).encode()
+        streams.sequential("127.0.0.1", self.gw_port, "/v1/chat/completions", up_key, sbody, 5)  # warm
+        sim_port = int(self.sim_url.rsplit(":", 1)[1])
+        direct = streams.sequential("127.0.0.1", sim_port, "/v1/chat/completions", "sk-bench", sbody, a.ttfb_streams)
+        via = streams.sequential("127.0.0.1", self.gw_port, "/v1/chat/completions", up_key, sbody, a.ttfb_streams)
+        med = lambda xs: statistics.median(xs) * 1000  # noqa: E731
+        r["stream_ttfb"] = {
+            "direct_ttfb_ms": med([t for t, _, _ in direct]), "gateway_ttfb_ms": med([t for t, _, _ in via]),
+            "direct_total_ms": med([t for _, t, _ in direct]), "gateway_total_ms": med([t for _, t, _ in via]),
+            "failed": sum(1 for *_, ok in direct + via if not ok),
+        }
+        st = r["stream_ttfb"]
+        st["added_ttfb_ms"] = st["gateway_ttfb_ms"] - st["direct_ttfb_ms"]
+        st["added_total_ms"] = st["gateway_total_ms"] - st["direct_total_ms"]
+        print(f"  first event: direct {st['direct_ttfb_ms']:.2f} ms, gateway {st['gateway_ttfb_ms']:.2f} ms; "
+              f"whole stream: direct {st['direct_total_ms']:.2f} ms, gateway {st['gateway_total_ms']:.2f} ms", flush=True)
+
+        slow_body = json.dumps({"model": "slowsim/gpt-4o-mini", "messages": MESSAGES, "stream": True}).encode()
+        peak = {"total_mb": 0.0, "per_worker_mb": {}, "open": 0}
+
+        def sample(open_now):
+            per = self.rss()
+            total = sum(per.values())
+            if total > peak["total_mb"]:
+                peak.update(total_mb=round(total, 1), per_worker_mb=per, open=open_now)
+
+        g0 = cpu_ticks(tree(self.gunicorn.pid))
+        held = streams.hold("127.0.0.1", self.gw_port, "/v1/chat/completions", up_key, slow_body, a.streams,
+                            per_second=a.streams_per_second, deadline_s=90, sample=sample)
+        held["gateway_cpu_ms_per_stream"] = cpu_delta_ms(g0, cpu_ticks(tree(self.gunicorn.pid))) / a.streams
+        held["rss_peak"] = peak
+        r["held_streams"] = held
+        print(f"  held: {held['ok']} ok, {held['failed']} failed, at most {held['peak_open']} open at once, "
+              f"gateway RSS at peak {peak['total_mb']} MB ({peak['per_worker_mb']}) {held['errors'] or ''}",
+              flush=True)
+        time.sleep(2)
+        r["rss_after_load_mb"] = self.rss()
+        r["rows_logged"] = self.count_rows()
+        self.procs.stop(self.gunicorn)
+
+        print("logging off (GATEWAY_LOG_REQUESTS=false), c=64", flush=True)
+        self.start_gateway("logging-off", GATEWAY_LOG_REQUESTS="false")
+        top = max(a.concurrency)
+        r["logging_off"] = {str(top): self.measure("gateway, logging off", self.gw_url + "/v1/chat/completions", top,
+                                                   up_key, body)}
+        self.procs.stop(self.gunicorn)
+
+    def count_rows(self):
+        import psycopg2
+        with psycopg2.connect(self.db_url, connect_timeout=5) as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM gateway_logs")
+            return cur.fetchone()[0]
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(v):
+    return "—" if v is None else f"{v:.0f}%"
+
+
+def fmt(v, nd=2):
+    return "—" if v is None else f"{v:.{nd}f}"
+
+
+# ---------------------------------------------------------------- report
+
+def figures(r):
+    hi = str(max(int(c) for c in r["upstream"]))
+    lo = str(min(int(c) for c in r["upstream"]))
+    return {
+        "upstream_gateway_cpu_ms": r["upstream"][hi]["gateway_cpu_ms"],
+        "cache_gateway_cpu_ms": r["cache"][hi]["gateway_cpu_ms"],
+        "upstream_stack_cpu_ms": r["upstream"][hi]["stack_cpu_ms"],
+        "cache_stack_cpu_ms": r["cache"][hi]["stack_cpu_ms"],
+        "upstream_rps_c64": r["upstream"][hi]["rps"],
+        "cache_rps_c64": r["cache"][hi]["rps"],
+        "added_p50_c1": r["upstream"][lo]["p50_ms"] - r["direct"][lo]["p50_ms"],
+        "added_p99_c1": r["upstream"][lo]["p99_ms"] - r["direct"][lo]["p99_ms"],
+        "cache_p50_c1": r["cache"][lo]["p50_ms"],
+        "stream_added_ttfb": r["stream_ttfb"]["added_ttfb_ms"],
+        "streams_failed": r["held_streams"]["failed"],
+        "rss_after_load_mb": max(r["rss_after_load_mb"].values()),
+    }
+
+
+def verdicts(r):
+    out = []
+    for name, value in figures(r).items():
+        what, target, unit, lower = TARGETS[name]
+        met = value <= target if lower else value >= target
+        if name == "streams_failed":
+            met = met and r["held_streams"]["ok"] == r["held_streams"]["streams"]
+        out.append({"name": name, "what": what, "value": value, "target": target, "unit": unit,
+                    "op": "≤" if lower else "≥", "met": met})
+    return out
+
+
+def markdown(r, notes):
+    v = verdicts(r)
+    lines = ["# Gateway benchmark", "",
+             f"2 gevent workers, PostgreSQL request logs on, Redis on; {r['machine']['cores']} cores shared by wrk, "
+             f"the simulator, the gateway, PostgreSQL and Redis (nothing pinned). Each figure is the median of "
+             f"{r['runs']} runs of {r['seconds_per_run']} s after {r['warmup_seconds']} s of warm-up.", "",
+             "## Targets", "", "| figure | value | target | met |", "|---|---:|---:|:---:|"]
+    for x in v:
+        val = f"{x['value']:.0f}" if x["unit"] in ("req/s", "") else f"{x['value']:.2f}"
+        lines.append(f"| {x['what']} | {val} {x['unit']} | {x['op']} {x['target']} {x['unit']} | "
+                     f"{'yes' if x['met'] else '**no**'} |")
+    lines += ["", f"{sum(x['met'] for x in v)} of {len(v)} targets met.", "",
+              "## Non-streaming, by concurrency", "",
+              "CPU columns are milliseconds per request. *stack* = gateway + PostgreSQL + Redis; *other* = the "
+              "machine's busy time not accounted to the gateway, PostgreSQL, Redis, the simulator or wrk; "
+              "*busiest worker* = its share of the gateway's CPU (50% is an even split).", "",
+              "| path | c | req/s | p50 ms | p99 ms | added p50 | added p99 | gateway CPU | stack CPU | "
+              "simulator CPU | wrk CPU | other CPU | machine CPU | busiest worker | errors |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, key in (("direct to simulator", "direct"), ("gateway, upstream call", "upstream"),
+                       ("gateway, cache hit", "cache"), ("gateway, logging off", "logging_off")):
+        for c, m in r[key].items():
+            d = r["direct"].get(c)
+            added = (m["p50_ms"] - d["p50_ms"], m["p99_ms"] - d["p99_ms"]) if d and key != "direct" else (None, None)
+            lines.append(f"| {label} | {c} | {m['rps']:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {fmt(added[0])} | "
+                         f"{fmt(added[1])} | {fmt(m['gateway_cpu_ms'])} | {fmt(m['stack_cpu_ms'])} | "
+                         f"{fmt(m['simulator_cpu_ms'])} | {fmt(m['wrk_cpu_ms'])} | {fmt(m['other_cpu_ms'])} | "
+                         f"{m['machine_cpu_pct']:.0f}% | {pct(m['busiest_worker_pct'])} | {m['errors']} |")
+    top = max(r["logging_off"])
+    on, off = r["upstream"][top], r["logging_off"][top]
+    st, h = r["stream_ttfb"], r["held_streams"]
+    lines += ["", f"## Logging on vs off (c={top})", "",
+              "| | req/s | p50 ms | p99 ms | gateway CPU ms/req | stack CPU ms/req |", "|---|---:|---:|---:|---:|---:|",
+              f"| on | {on['rps']:.0f} | {on['p50_ms']:.2f} | {on['p99_ms']:.2f} | {fmt(on['gateway_cpu_ms'])} | "
+              f"{fmt(on['stack_cpu_ms'])} |",
+              f"| off | {off['rps']:.0f} | {off['p50_ms']:.2f} | {off['p99_ms']:.2f} | {fmt(off['gateway_cpu_ms'])} | "
+              f"{fmt(off['stack_cpu_ms'])} |",
+              f"| on − off | {on['rps'] - off['rps']:.0f} | {on['p50_ms'] - off['p50_ms']:.2f} | "
+              f"{on['p99_ms'] - off['p99_ms']:.2f} | {on['gateway_cpu_ms'] - off['gateway_cpu_ms']:.2f} | "
+              f"{on['stack_cpu_ms'] - off['stack_cpu_ms']:.2f} |",
+              "", f"{r['rows_logged']} request rows were in PostgreSQL when the logging-on gateway stopped.", "",
+              "## Streams", "",
+              "| | direct | gateway | added |", "|---|---:|---:|---:|",
+              f"| time to first event, median of {r['ttfb_streams']} | "
+              f"{st['direct_ttfb_ms']:.2f} ms | {st['gateway_ttfb_ms']:.2f} ms | {st['added_ttfb_ms']:.2f} ms |",
+              f"| whole stream, median | {st['direct_total_ms']:.2f} ms | {st['gateway_total_ms']:.2f} ms | "
+              f"{st['added_total_ms']:.2f} ms |", "",
+              f"Held at once: {h['streams']} streams (20 tokens at 2 tokens/s, opened at {r['streams_per_second']}/s): "
+              f"{h['ok']} ended with [DONE], {h['failed']} failed {h['errors'] or ''}; at most {h['peak_open']} open at "
+              f"the same moment; first event p50 {h['first_event_p50_ms']} ms, slowest {h['first_event_max_ms']} ms; "
+              f"gateway CPU {h['gateway_cpu_ms_per_stream']:.2f} ms per stream. Gateway RSS at its peak: "
+              f"{h['rss_peak']['total_mb']} MB for both workers ({h['rss_peak']['per_worker_mb']}, "
+              f"{h['rss_peak']['open']} streams open).", "",
+              "## Memory (RSS per worker, MB)", "",
+              f"- idle, after start: {r['rss_idle_mb']}",
+              f"- after the non-streaming runs: {r['rss_after_requests_mb']}",
+              f"- after load (all of the above, streams closed): {r['rss_after_load_mb']}"]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def summary_table(r):
+    rows = [f"{'figure':<52} {'value':>10} {'target':>12}  met"]
+    for x in verdicts(r):
+        val = f"{x['value']:.0f}" if x["unit"] in ("req/s", "") else f"{x['value']:.2f}"
+        rows.append(f"{x['what']:<52} {val + ' ' + x['unit']:>10} {x['op'] + ' ' + str(x['target']) + ' ' + x['unit']:>12}"
+                    f"  {'yes' if x['met'] else 'NO'}")
+    return "\n".join(rows)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--duration", type=int, default=6, help="seconds per run")
+    p.add_argument("--warmup", type=int, default=2, help="seconds of warm-up before each figure's runs")
+    p.add_argument("--concurrency", type=lambda s: [int(c) for c in s.split(",")], default=[1, 16, 64])
+    p.add_argument("--tokens", type=int, default=12, help="words in the simulator's reply")
+    p.add_argument("--ttfb-streams", type=int, default=50)
+    p.add_argument("--streams", type=int, default=2000)
+    p.add_argument("--streams-per-second", type=int, default=400)
+    p.add_argument("--out", default=os.path.join(HERE, "results"))
+    args = p.parse_args(argv)
+    if shutil.which("wrk") is None:
+        sys.exit("bench: wrk is not installed (`make system-deps` installs it as root)")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, 65536) if hard != resource.RLIM_INFINITY else 65536
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))  # children inherit it: 2,000 streams each way
+    if want < 2 * args.streams + 200:
+        sys.exit(f"bench: the open-file limit ({want}) is too low for {args.streams} streams")
+
+    bench = Bench(args)
+    # SIGTERM as Ctrl-C: the finally below runs either way.
+    signal.signal(signal.SIGTERM, _interrupt)
+    started = time.monotonic()
+    try:
+        bench.run()
+    finally:
+        bench.close()
+    r = bench.results
+    r["ttfb_streams"], r["streams_per_second"] = args.ttfb_streams, args.streams_per_second
+    r["seconds_total"] = round(time.monotonic() - started)
+    r["targets"] = verdicts(r)
+    r["notes"] = bench.notes
+    with open(os.path.join(bench.out, "report.json"), "w") as f:
+        json.dump(r, f, indent=2, default=str)
+    with open(os.path.join(bench.out, "report.md"), "w") as f:
+        f.write(markdown(r, bench.notes))
+    print()
+    print(summary_table(r))
+    print(f"\nwhole bench: {r['seconds_total']} s; report: {os.path.relpath(bench.out, os.getcwd())}/report.md "
+          "and report.json")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""insert_ignoring_duplicates: one multi-row INSERT per batch on PostgreSQL, duplicates skipped and counted,
+every value stored as its column's type."""
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import event, select
+
+from gateway.extensions import make_engine
+from gateway.store.logs import _MAX_ROWS_PER_STATEMENT, insert_ignoring_duplicates, normalize
+from tests.store.test_logwriter import T, all_stored_once, log_row
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, sqlite_url):
+    url = sqlite_url if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def statements(engine):
+    seen = []
+    event.listen(engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, parameters, context, many: seen.append((statement, many)))
+    return seen
+
+
+def test_a_batch_is_stored_once_and_a_repeat_only_adds_the_new_rows(engine):
+    rows = [normalize(log_row()) for _ in range(_MAX_ROWS_PER_STATEMENT)]
+    seen = statements(engine)
+    assert insert_ignoring_duplicates(engine, rows) == len(rows)
+    if engine.dialect.name == "postgresql":
+        # One statement for the batch, not one per row (psycopg2's executemany sends one per row).
+        assert len(seen) == 1 and not seen[0][1] and seen[0][0].count("), (") == len(rows) - 1
+    fresh = [normalize(log_row()) for _ in range(10)]
+    assert insert_ignoring_duplicates(engine, rows[:30] + fresh) == 10
+    assert all_stored_once(engine, [r["request_id"] for r in rows + fresh])
+
+
+def test_more_rows_than_a_statement_holds(engine):
+    rows = [normalize(log_row()) for _ in range(_MAX_ROWS_PER_STATEMENT * 2 + 7)]
+    assert insert_ignoring_duplicates(engine, rows) == len(rows)
+    assert all_stored_once(engine, [r["request_id"] for r in rows])
+
+
+def test_values_arrive_as_their_column_types(engine):
+    created = dt.datetime(2026, 11, 26, 23, 59, 59, 999999, tzinfo=dt.timezone.utc)
+    row = normalize(log_row(cost_usd=Decimal("1234.56789012"), saved_usd=Decimal("0.00000001"), created_at=created,
+                            cache_hit=True, failover_used=False, stream=True, api_key_id=2 ** 40,
+                            error_message="it's 100% \"quoted\" %s %(x)s \x00 ünïcode"))
+    assert insert_ignoring_duplicates(engine, [row]) == 1
+    with engine.connect() as conn:
+        back = conn.execute(select(T).where(T.c.request_id == row["request_id"])).one()
+    assert (back.cost_usd, back.saved_usd) == (Decimal("1234.56789012"), Decimal("0.00000001"))
+    assert (back.created_at if back.created_at.tzinfo else back.created_at.replace(tzinfo=dt.timezone.utc)) == created
+    assert (back.cache_hit, back.failover_used, back.stream, back.api_key_id) == (True, False, True, 2 ** 40)
+    assert back.error_message == row["error_message"] and back.prompt_tokens == 10 and back.total_tokens == 15
