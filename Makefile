@@ -36,6 +36,7 @@ test: install system-deps
 # Starts its own simulator, gunicorn, PostgreSQL database and Redis namespace; writes bench/results/report.md.
 bench: install system-deps
 	$(PY) bench/run.py
+	$(PY) bench/ratelimit.py
 
 demo: install
 	$(PY) -m gateway.demo
