@@ -622,6 +622,11 @@ def main(argv=None):
     r = bench.results
     r["ttfb_streams"], r["streams_per_second"] = args.ttfb_streams, args.streams_per_second
     r["seconds_total"] = round(time.monotonic() - started)
+    busy = [f"{label} c={c} ({m['other_cpu_ms']:.2f} ms/req)" for label in ("upstream", "cache", "logging_off")
+            for c, m in r[label].items() if m["other_cpu_ms"] > 0.2]
+    if busy:
+        bench.notes.append("Other processes used the CPU during: " + ", ".join(busy) + ". Those figures are "
+                           "pessimistic; run again on a quiet machine to compare.")
     r["targets"] = verdicts(r)
     r["notes"] = bench.notes
     with open(os.path.join(bench.out, "report.json"), "w") as f:
