@@ -173,7 +173,10 @@ def load(env=None):
         deadline=_float(env, "GATEWAY_DEADLINE", 300.0),
         max_request_bytes=_int(env, "GATEWAY_MAX_REQUEST_BYTES", 10 * 1024 * 1024, minimum=1024),
         cors_origins=_origins(env),
-        upstream_pool_size=_int(env, "GATEWAY_UPSTREAM_POOL_SIZE", 1000, minimum=1),
+        # As large as a worker's concurrency (gunicorn.conf.py's worker_connections): every open stream
+        # holds one upstream connection, and a connection past the pool's size is not kept alive.
+        upstream_pool_size=_int(env, "GATEWAY_UPSTREAM_POOL_SIZE",
+                                _int(env, "GATEWAY_WORKER_CONNECTIONS", 4000, minimum=1), minimum=1),
         key_cache_seconds=_float(env, "GATEWAY_KEY_CACHE_SECONDS", 5.0),
         log_level=(env.get("GATEWAY_LOG_LEVEL") or "INFO").upper(),
         retry_after_cap=_float(env, "GATEWAY_RETRY_AFTER_CAP", 3.0),

@@ -49,3 +49,9 @@ def test_a_bad_config_file_is_named(tmp_path):
 def test_provider_keys_are_not_in_the_repr():
     s = load({"OPENAI_API_KEY": "sk-very-secret"})
     assert "sk-very-secret" not in repr(s)
+
+
+def test_the_upstream_pool_is_as_large_as_a_workers_concurrency():
+    assert load({}).upstream_pool_size == 4000
+    assert load({"GATEWAY_WORKER_CONNECTIONS": "1500"}).upstream_pool_size == 1500
+    assert load({"GATEWAY_WORKER_CONNECTIONS": "1500", "GATEWAY_UPSTREAM_POOL_SIZE": "64"}).upstream_pool_size == 64
