@@ -81,8 +81,6 @@ def build(settings):
         log.info("REDIS_URL is not set: cache and rate limits use in-process stores (single process only)")
     registry = Registry(settings)
     providers = {name: PROVIDER_CLASSES[spec.kind](spec) for name, spec in registry.providers.items()}
-    for name, provider in providers.items():
-        provider.name = name
     sessions = {name: make_session(settings.upstream_pool_size) for name in providers}
     breakers = Breakers(settings.breaker_failures, settings.breaker_cooldown, redis_client,
                         namespace=settings.redis_namespace)

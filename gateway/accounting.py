@@ -8,6 +8,7 @@ from decimal import Decimal
 from flask import g, request
 
 from gateway import metrics
+from gateway.store.pricing import Price, cost_of
 
 SIX = Decimal("0.000001")
 
@@ -16,11 +17,9 @@ def cost(gw, model, usage):
     """USD for `usage` on `model` (a registry Model), or None when the model has no price."""
     if not usage or model is None:
         return None
-    if model.price is not None:
+    if model.price is not None:   # from the GATEWAY_CONFIG file: priced by the same arithmetic as the table
         inp, out = model.price
-        prompt = usage.get("prompt_tokens") or 0
-        completion = usage.get("completion_tokens") or 0
-        return ((Decimal(prompt) * inp + Decimal(completion) * out) / Decimal(1_000_000)).quantize(Decimal("1e-8"))
+        return cost_of(Price(None, model.name, model.provider, inp, out, None, None, None), usage)
     return gw.prices.cost(model.name, usage)
 
 

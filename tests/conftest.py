@@ -3,6 +3,7 @@ database and a Redis namespace that the suite creates and removes itself.
 
 PostgreSQL and Redis tests skip on a developer machine without them, and fail when CI is set.
 """
+import contextlib
 import os
 import secrets
 import shutil
@@ -34,25 +35,33 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def pg_url():
-    """A PostgreSQL database of the suite's own, migrated, dropped at the end."""
+@contextlib.contextmanager
+def fresh_database(prefix):
+    """An empty PostgreSQL database of the caller's own; yields its postgres:// URL, drops it after."""
     import psycopg2
     try:
         admin = psycopg2.connect(PG_ADMIN_URL, connect_timeout=3)
     except psycopg2.OperationalError as e:
         unavailable("PostgreSQL", e)
     admin.autocommit = True
-    name = f"gateway_test_{os.getpid()}_{secrets.token_hex(4)}"
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    url = config.database_url(f"{base}/{name}")
-    upgrade(url)
-    yield url
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    try:
+        yield "postgres://" + PG_ADMIN_URL.split("://", 1)[1].rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    """A PostgreSQL database of the suite's own, migrated, dropped at the end."""
+    with fresh_database("gateway_test") as raw:
+        url = config.database_url(raw)
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -168,8 +168,7 @@ def _stream(gw, body, model, key):
         raise
     g.ttft = time.perf_counter() - g.start
     resp = _sse_response(_relay(gw, upstream, include_usage, key if locked else None))
-    _route_headers(resp, None, False, key)
-    resp.headers.pop("X-Cost-USD", None)   # known only when the stream ends: the usage chunk carries it
+    _route_headers(resp, None, False, key)   # no X-Cost-USD yet: the usage chunk carries the cost
     return resp
 
 

@@ -6,7 +6,6 @@ An adapter holds no request state; each method is a thin layer over the pure fun
 
 
 class Provider:
-    name = ""            # the provider's name in the registry (e.g. "openai", "ollama")
     kind = ""            # its wire format
     stream_ends_with_done = False  # the stream ends with `data: [DONE]` (OpenAI) rather than at EOF
 
@@ -14,6 +13,11 @@ class Provider:
 
     def __init__(self, spec):
         self.spec = spec
+
+    @property
+    def name(self):
+        """The provider's name in the registry (e.g. "openai", "ollama")."""
+        return self.spec.name
 
     @property
     def configured(self):

@@ -6,11 +6,10 @@ import subprocess
 import sys
 import time
 
-import psycopg2
 import pytest
 import requests
 
-from tests.conftest import PG_ADMIN_URL, free_port, unavailable
+from tests.conftest import free_port, fresh_database
 from tests.integration.conftest import ROOT
 
 
@@ -27,19 +26,8 @@ def procfile():
 @pytest.fixture
 def heroku_database():
     """A fresh, empty database of the test's own, as a platform add-on hands it over: postgres://..."""
-    try:
-        admin = psycopg2.connect(PG_ADMIN_URL, connect_timeout=3)
-    except psycopg2.OperationalError as e:
-        unavailable("PostgreSQL", e)
-    admin.autocommit = True
-    name = f"gateway_procfile_{os.getpid()}"
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    yield "postgres://" + PG_ADMIN_URL.split("://", 1)[1].rsplit("/", 1)[0] + "/" + name
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with fresh_database("gateway_procfile") as url:
+        yield url
 
 
 def test_release_then_web(heroku_database, simulator, tmp_path):

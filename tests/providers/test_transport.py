@@ -72,7 +72,6 @@ def upstream(simulator_base, monkeypatch):
     from gateway.providers.registry import Registry
     registry = Registry(config.load({"OPENAI_API_KEY": "sk-sim", "OPENAI_BASE_URL": simulator_base + "/v1"}))
     provider = OpenAIProvider(registry.providers["openai"])
-    provider.name = "openai"
     session = transport.make_session(4)
     model = registry.resolve("gpt-4o-mini")
     request = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}], "stream": True}
