@@ -9,15 +9,18 @@ import json
 import logging
 from urllib.parse import urlsplit
 
+import orjson
 import requests
 import sseclient
 import urllib3
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 
 from gateway.translate.common import UpstreamError, error_object
 
 log = logging.getLogger("gateway")
 _ORIGINS_KEPT = 64
+_URLS_KEPT = 1024  # upstream URLs come from the model table: a few per model
 # After a stream's last event, how long and how much more of its response is read to keep the connection.
 _DRAIN_SECONDS = 0.1
 _DRAIN_BYTES = 65536
@@ -35,18 +38,58 @@ class _Session(requests.Session):
     def __init__(self):
         super().__init__()
         self._environment = {}
+        self._urls = {}
 
-    def merge_environment_settings(self, url, proxies, stream, verify, cert):
-        if proxies or verify is not None or cert is not None:
-            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+    def origin_settings(self, url, stream):
+        """requests' environment settings for `url` (proxies, verify, cert), kept per origin. Read-only."""
         parts = urlsplit(url)
         key = (parts.scheme, parts.netloc, stream)
         settings = self._environment.get(key)
         if settings is None:
-            settings = super().merge_environment_settings(url, {}, stream, verify, cert)
+            settings = super().merge_environment_settings(url, {}, stream, None, None)
             if len(self._environment) < _ORIGINS_KEPT:  # image downloads reach any origin: keep a few
                 self._environment[key] = settings
+        return settings
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):
+        if proxies or verify is not None or cert is not None:
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        settings = self.origin_settings(url, stream)
         return {**settings, "proxies": dict(settings["proxies"])}
+
+    def post_json(self, url, headers, body, timeout, stream):
+        """POST `body` as JSON through the mounted HTTPAdapter, as `Session.post` would, without its per-call
+        machinery: cookie jars, .netrc look-ups, settings merges and redirect handling cost ~0.2 ms of CPU per
+        upstream call here, for nothing an API call uses (an upstream answers, it does not redirect or set
+        cookies that one tenant's request should carry into another's). Same exceptions, same Response."""
+        req = requests.PreparedRequest()
+        req.method, req.url = "POST", self._prepared_url(url)
+        req.body = _json_bytes(body)
+        req.headers = CaseInsensitiveDict({**self.headers, **headers, "Content-Length": str(len(req.body))})
+        env = self.origin_settings(url, stream)
+        resp = self.get_adapter(url).send(req, stream=stream, timeout=timeout, verify=env["verify"],
+                                          cert=env["cert"], proxies=env["proxies"])
+        if not stream:
+            resp.content  # noqa: B018 - read the body now, as Session.send does: the connection goes back to the pool
+        return resp
+
+    def _prepared_url(self, url):
+        """The URL as requests would send it (IDNA host, percent-quoting), worked out once per URL."""
+        prepared = self._urls.get(url)
+        if prepared is None:
+            p = requests.PreparedRequest()
+            p.prepare_url(url, None)
+            prepared = p.url
+            if len(self._urls) < _URLS_KEPT:
+                self._urls[url] = prepared
+        return prepared
+
+
+def _json_bytes(body):
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:  # what orjson refuses (an integer past 64 bits) the standard library writes
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def make_session(pool_size):
@@ -99,7 +142,7 @@ def post(session, provider, url, headers, body, timeout, stream):
     if stream:
         headers = {**headers, "Accept": "text/event-stream", "Accept-Encoding": "identity"}
     try:
-        return session.post(url, json=body, headers=headers, timeout=timeout, stream=stream)
+        return session.post_json(url, headers, body, timeout, stream)
     except requests.exceptions.ConnectTimeout:
         raise _fault(504, f"Timed out connecting to {provider.name} ({host}).", "connect") from None
     except requests.exceptions.ReadTimeout:
