@@ -9,6 +9,7 @@ from flask import Flask, g, request
 
 from gateway import applog, config as config_module
 from gateway.extensions import make_engine, make_redis
+from gateway import memory
 from gateway.handlers import chat, errors, health, models
 from gateway.handlers import metrics as metrics_endpoint
 from gateway import accounting
@@ -33,6 +34,7 @@ log = logging.getLogger("gateway")
 
 PROVIDER_CLASSES = {"openai": OpenAIProvider, "anthropic": AnthropicProvider, "gemini": GeminiProvider}
 _LAST_USED_FLUSH_SECONDS = 15.0
+_MEMORY_CHECK_SECONDS = 5.0
 
 
 @dataclasses.dataclass
@@ -51,6 +53,7 @@ class Gateway:
     cache: exact.ExactCache
     limiter: RateLimiter
     guard: RedisGuard
+    requests_started: int = 0
     _started: bool = False
 
     @property
@@ -64,6 +67,19 @@ class Gateway:
         self._started = True
         self.log_writer.start()  # also replays spool files a dead worker left behind
         threading.Thread(target=self._flush_loop, name="gateway-last-used", daemon=True).start()
+        threading.Thread(target=self._memory_loop, name="gateway-memory", daemon=True).start()
+
+    def _memory_loop(self, trimmer=None):
+        trimmer = trimmer or memory.Trimmer()
+        seen = self.requests_started
+        while True:
+            time.sleep(_MEMORY_CHECK_SECONDS)
+            now_seen = self.requests_started
+            try:
+                trimmer.tick(quiet=now_seen == seen)
+            except Exception:  # noqa: BLE001 - never worth a worker
+                log.warning("could not return freed memory to the system", exc_info=True)
+            seen = now_seen
 
     def _flush_loop(self):
         while True:
@@ -113,6 +129,7 @@ def create_app(settings=None):
         g.start = time.perf_counter()
         g.deadline = time.monotonic() + settings.deadline
         g.request_id = "req_" + secrets.token_hex(12)
+        gw.requests_started += 1
         gw.start_background()
         answer = cors.preflight(settings.cors_origins)
         if answer is not None:
