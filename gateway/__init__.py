@@ -53,7 +53,7 @@ class Gateway:
     cache: exact.ExactCache
     limiter: RateLimiter
     guard: RedisGuard
-    requests_started: int = 0
+    activity: memory.Activity = None   # requests started and finished, counted around the WSGI app
     _started: bool = False
 
     @property
@@ -71,12 +71,13 @@ class Gateway:
 
     def _memory_loop(self, trimmer=None):
         trimmer = trimmer or memory.Trimmer()
-        seen = self.requests_started
+        seen = self.activity.started
         while True:
             time.sleep(_MEMORY_CHECK_SECONDS)
-            now_seen = self.requests_started
+            now_seen, in_flight = self.activity.reading()
             try:
-                trimmer.tick(quiet=now_seen == seen)
+                # quiet: nothing started during the interval and nothing in flight (held streams included)
+                trimmer.tick(quiet=now_seen == seen and in_flight <= 0)
             except Exception:  # noqa: BLE001 - never worth a worker
                 log.warning("could not return freed memory to the system", exc_info=True)
             seen = now_seen
@@ -129,7 +130,6 @@ def create_app(settings=None):
         g.start = time.perf_counter()
         g.deadline = time.monotonic() + settings.deadline
         g.request_id = "req_" + secrets.token_hex(12)
-        gw.requests_started += 1
         gw.start_background()
         answer = cors.preflight(settings.cors_origins)
         if answer is not None:
@@ -155,4 +155,5 @@ def create_app(settings=None):
     errors.register(app)
     for bp in (chat.bp, models.bp, health.bp, metrics_endpoint.bp):
         app.register_blueprint(bp)
+    gw.activity = app.wsgi_app = memory.Activity(app.wsgi_app)
     return app

@@ -2,8 +2,11 @@
 import sys
 
 import pytest
+import responses
 
 from gateway import memory
+
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}
 
 MB = 1 << 20
 
@@ -61,3 +64,31 @@ def test_the_real_trim_gives_freed_heap_pages_back():
     assert freed is not None and freed > 4 * MB
     assert memory.rss_bytes() < before
     del blocks
+
+
+# --- the gateway counts what is in flight, so a worker holding streams is never "quiet" ---
+
+@responses.activate
+def test_an_open_stream_is_in_flight_until_its_last_byte(make_app):
+    from tests.providers.wire import OPENAI_URL, openai_completion, openai_stream
+    app, key = make_app(ANTHROPIC_API_KEY=None, GEMINI_API_KEY=None)
+    gw = app.extensions["gateway"]
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+    responses.post(OPENAI_URL, json=openai_completion())
+    for body, status in ((BODY, 200), ({"model": "no-such-model", "messages": []}, 400)):
+        resp = client.post("/v1/chat/completions", json=body)
+        assert resp.status_code == status and gw.activity.reading()[1] == 1  # until the server closes it
+        resp.close()
+    assert gw.activity.reading() == (2, 0)
+
+    responses.replace(responses.POST, OPENAI_URL, body=openai_stream(["Hel", "lo"]),
+                      content_type="text/event-stream", stream=True)
+    resp = client.post("/v1/chat/completions", json={**BODY, "stream": True}, buffered=False)
+    chunks = iter(resp.response)
+    next(chunks)
+    assert gw.activity.reading() == (3, 1)   # headers sent, the stream still open
+    for _ in chunks:
+        pass
+    resp.close()
+    assert gw.activity.reading() == (3, 0)
