@@ -49,6 +49,8 @@ TARGETS = {
     "stream_added_ttfb": ("stream: added time to first event (median)", 2.0, "ms", True),
     "streams_failed": ("2,000 concurrent streams: failures", 0, "", True),
     "rss_settled_mb": ("RSS per worker 12 s after load (largest worker)", 80, "MB", True),
+    "logging_p50_pct": ("request logs: p50 with logging on vs off (c=64, A/B)", 5.0, "%", True),
+    "logging_p99_pct": ("request logs: p99 with logging on vs off (c=64, A/B)", 5.0, "%", True),
 }
 
 
@@ -459,12 +461,37 @@ class Bench:
         r["rows_logged"] = self.count_rows()
         self.procs.stop(self.gunicorn)
 
-        print("logging off (GATEWAY_LOG_REQUESTS=false), c=64", flush=True)
-        self.start_gateway("logging-off", GATEWAY_LOG_REQUESTS="false")
         top = max(a.concurrency)
-        r["logging_off"] = {str(top): self.measure("gateway, logging off", self.gw_url + "/v1/chat/completions", top,
-                                                   up_key, body)}
-        self.procs.stop(self.gunicorn)
+        print(f"logging on vs off (GATEWAY_LOG_REQUESTS), c={top}: two gateways side by side, runs interleaved",
+              flush=True)
+        on, off = self.logging_ab(top, up_key, body)
+        r["logging_on"], r["logging_off"] = {str(top): on}, {str(top): off}
+
+    def logging_ab(self, concurrency, key, body):
+        """Logging on and off measured by turns on two gateways started together, twice the usual runs each,
+        so that whatever else the machine does hits both alike: (on, off), each the median of its runs."""
+        gateways = {}
+        for name, value in (("on", "true"), ("off", "false")):
+            self.start_gateway(f"logging-{name}", GATEWAY_LOG_REQUESTS=value)
+            gateways[name] = (self.gunicorn, self.gw_url)
+        runs, kept = {"on": [], "off": []}, self.args.runs
+        self.args.runs = 1
+        try:
+            for i in range(2 * kept):
+                for name in (("on", "off") if i % 2 == 0 else ("off", "on")):
+                    self.gunicorn, url = gateways[name]
+                    runs[name] += self.measure(f"gateway, logging {name}", url + "/v1/chat/completions", concurrency,
+                                               key, body)["runs"]
+        finally:
+            self.args.runs = kept
+            for proc, _ in gateways.values():
+                self.procs.stop(proc)
+        out = []
+        for name in ("on", "off"):
+            med = {k: statistics.median(r[k] for r in runs[name]) for k in runs[name][0] if k != "errors"}
+            med["errors"], med["runs"] = sum(r["errors"] for r in runs[name]), runs[name]
+            out.append(med)
+        return out
 
     def wait_for_writer(self, quiet=1.0, limit=60.0):
         """Wait until no log row has arrived for `quiet` seconds: {rows, seconds} (seconds until the last)."""
@@ -517,7 +544,13 @@ def figures(r):
         "stream_added_ttfb": r["stream_ttfb"]["added_ttfb_ms"],
         "streams_failed": r["held_streams"]["failed"],
         "rss_settled_mb": max(r["rss_settled_mb"].values()),
+        "logging_p50_pct": _pct_over(r["logging_on"][hi]["p50_ms"], r["logging_off"][hi]["p50_ms"]),
+        "logging_p99_pct": _pct_over(r["logging_on"][hi]["p99_ms"], r["logging_off"][hi]["p99_ms"]),
     }
+
+
+def _pct_over(value, base):
+    return 100.0 * (value - base) / base
 
 
 def verdicts(r):
@@ -552,7 +585,8 @@ def markdown(r, notes):
               "simulator CPU | wrk CPU | other CPU | machine CPU | busiest worker | errors |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label, key in (("direct to simulator", "direct"), ("gateway, upstream call", "upstream"),
-                       ("gateway, cache hit", "cache"), ("gateway, logging off", "logging_off")):
+                       ("gateway, cache hit", "cache"), ("gateway, logging on (A/B)", "logging_on"),
+                       ("gateway, logging off (A/B)", "logging_off")):
         for c, m in r[key].items():
             d = r["direct"].get(c)
             added = (m["p50_ms"] - d["p50_ms"], m["p99_ms"] - d["p99_ms"]) if d and key != "direct" else (None, None)
@@ -561,9 +595,11 @@ def markdown(r, notes):
                          f"{fmt(m['simulator_cpu_ms'])} | {fmt(m['wrk_cpu_ms'])} | {fmt(m['other_cpu_ms'])} | "
                          f"{m['machine_cpu_pct']:.0f}% | {pct(m['busiest_worker_pct'])} | {m['errors']} |")
     top = max(r["logging_off"])
-    on, off = r["upstream"][top], r["logging_off"][top]
+    on, off = r["logging_on"][top], r["logging_off"][top]
     st, h = r["stream_ttfb"], r["held_streams"]
     lines += ["", f"## Logging on vs off (c={top})", "",
+              f"Two gateways started together, one with GATEWAY_LOG_REQUESTS=false, measured by turns "
+              f"({len(on['runs'])} runs each, the median shown), so that drift on the machine hits both alike.", "",
               "| | req/s | p50 ms | p99 ms | gateway CPU ms/req | stack CPU ms/req |", "|---|---:|---:|---:|---:|---:|",
               f"| on | {on['rps']:.0f} | {on['p50_ms']:.2f} | {on['p99_ms']:.2f} | {fmt(on['gateway_cpu_ms'])} | "
               f"{fmt(on['stack_cpu_ms'])} |",
@@ -643,7 +679,7 @@ def main(argv=None):
     r = bench.results
     r["ttfb_streams"], r["streams_per_second"] = args.ttfb_streams, args.streams_per_second
     r["seconds_total"] = round(time.monotonic() - started)
-    busy = [f"{label} c={c} ({m['other_cpu_ms']:.2f} ms/req)" for label in ("upstream", "cache", "logging_off")
+    busy = [f"{label} c={c} ({m['other_cpu_ms']:.2f} ms/req)" for label in ("upstream", "cache", "logging_on", "logging_off")
             for c, m in r[label].items() if m["other_cpu_ms"] > 0.2]
     if busy:
         bench.notes.append("Other processes used the CPU during: " + ", ".join(busy) + ". Those figures are "
