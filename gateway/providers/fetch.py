@@ -3,15 +3,22 @@
 
 The gateway fetches on its users' behalf, so it refuses URLs that resolve to private, loopback or
 link-local addresses (unless GATEWAY_FETCH_PRIVATE_URLS is on), follows at most 3 redirects, and stops
-at 20 MB.
+at 20 MB. The address is checked twice: up front, for a clear error, and again when the connection is made,
+on the very address it connects to. A host that answers DNS with a public address for the check and a
+private one for the connection (DNS rebinding) is refused there.
 """
 import base64
 import ipaddress
 import socket
+import threading
 import time
 from urllib.parse import urljoin, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import NewConnectionError
 
 from gateway.translate.common import UpstreamError, error_object
 
@@ -29,12 +36,79 @@ def _public(host):
         infos = socket.getaddrinfo(host, None)
     except (OSError, UnicodeError, ValueError):  # unresolvable, or not a valid host name at all
         return False
-    return all(ipaddress.ip_address(info[4][0]).is_global for info in infos)
+    return all(_is_global(info[4][0]) for info in infos)
+
+
+def _is_global(address):
+    return ipaddress.ip_address(address).is_global
+
+
+class _PublicOnly:
+    """A urllib3 connection that resolves its host itself and connects only if every address is public,
+    to the address it checked (urllib3 would resolve again). Host header, SNI and certificate checks still
+    use the host name."""
+
+    def _new_conn(self):
+        try:
+            infos = socket.getaddrinfo(self._dns_host, self.port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as e:
+            raise NewConnectionError(self, f"Failed to resolve {self.host}: {e}") from e
+        addresses = [info[4][0] for info in infos]
+        if not addresses or not all(_is_global(a) for a in addresses):
+            raise NewConnectionError(self, f"{self.host} resolves to an address that is not public")
+        name, self._dns_host = self._dns_host, addresses[0]
+        try:
+            return super()._new_conn()
+        finally:
+            self._dns_host = name
+
+
+class _PublicHTTPConnection(_PublicOnly, HTTPConnection):
+    pass
+
+
+class _PublicHTTPSConnection(_PublicOnly, HTTPSConnection):
+    pass
+
+
+class _PublicHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _PublicHTTPConnection
+
+
+class _PublicHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _PublicHTTPSConnection
+
+
+class _PublicOnlyAdapter(HTTPAdapter):
+    """Connections that check their address. Through a proxy (HTTP(S)_PROXY) the proxy resolves the host,
+    out of the gateway's sight: there the up-front check is all there is."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _PublicHTTPPool, "https": _PublicHTTPSPool}
+
+
+_public_session = None
+_public_session_lock = threading.Lock()
+
+
+def public_only_session():
+    """The session image downloads use unless private URLs are allowed: one per process, made on first use."""
+    global _public_session
+    with _public_session_lock:
+        if _public_session is None:
+            session = requests.Session()
+            adapter = _PublicOnlyAdapter(pool_connections=16, pool_maxsize=16, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            _public_session = session
+    return _public_session
 
 
 def download(session, url, param, allow_private=False, deadline=None):
     """A `data:<type>;base64,...` URL with the image at `url`, fetched before `deadline` (time.monotonic)."""
     deadline = deadline or time.monotonic() + TOTAL_SECONDS
+    http = session if allow_private else public_only_session()
     for _ in range(4):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -43,7 +117,7 @@ def download(session, url, param, allow_private=False, deadline=None):
             raise _bad(f"The image URL's host {parts.hostname!r} is not a public address.", param)
         try:
             left = max(0.05, deadline - time.monotonic())
-            resp = session.get(url, timeout=(min(TIMEOUT[0], left), min(TIMEOUT[1], left)), stream=True,
+            resp = http.get(url, timeout=(min(TIMEOUT[0], left), min(TIMEOUT[1], left)), stream=True,
                                allow_redirects=False)
         except requests.RequestException as e:
             raise _bad(f"Could not download the image at {parts.hostname}: {type(e).__name__}.", param) from None

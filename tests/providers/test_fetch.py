@@ -66,3 +66,64 @@ def test_a_missing_image_is_a_400_naming_the_host_not_a_500():
     with pytest.raises(UpstreamError) as e:
         download(requests.Session(), IMAGE_URL, "p", allow_private=True)
     assert e.value.status == 400 and "images.example.com" in e.value.error["message"]
+
+
+# --- DNS rebinding: the address is checked again where the connection is made ---
+
+@pytest.fixture
+def image_server():
+    """A local HTTP server answering a PNG; yields (port, the Host headers it saw)."""
+    import http.server
+    import threading
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            seen.append(self.headers.get("Host"))
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(PNG)))
+            self.end_headers()
+            self.wfile.write(PNG)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], seen
+    server.shutdown()
+    server.server_close()
+
+
+def resolver(monkeypatch, answers):
+    """socket.getaddrinfo answering `answers[host]` (a list used up one answer per call, the last repeating)."""
+    import socket
+    real = socket.getaddrinfo
+
+    def fake(host, port, *args, **kwargs):
+        if host not in answers:
+            return real(host, port, *args, **kwargs)
+        queue = answers[host]
+        address = queue.pop(0) if len(queue) > 1 else queue[0]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port or 0))]
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+
+
+def test_a_host_that_rebinds_to_a_private_address_after_the_check_is_refused(monkeypatch, image_server):
+    port, seen = image_server
+    resolver(monkeypatch, {"rebind.test": ["93.184.216.34", "127.0.0.1"]})  # public for the check, then loopback
+    with pytest.raises(UpstreamError) as e:
+        download(requests.Session(), f"http://rebind.test:{port}/cat.png", "p")
+    assert e.value.status == 400 and "rebind.test" in e.value.error["message"]
+    assert seen == []  # nothing reached the private address
+
+
+def test_the_checked_address_is_the_one_connected_to_with_the_host_name_kept(monkeypatch, image_server):
+    from gateway.providers import fetch
+    port, seen = image_server
+    monkeypatch.setattr(fetch, "_is_global", lambda address: address == "127.0.0.1")  # stand-in public address
+    resolver(monkeypatch, {"images.test": ["127.0.0.1"]})
+    data_url = download(requests.Session(), f"http://images.test:{port}/cat.png", "p")
+    assert data_url == "data:image/png;base64," + base64.b64encode(PNG).decode()
+    assert seen == [f"images.test:{port}"]
