@@ -75,9 +75,13 @@ def post_request(worker, req, environ, resp):
 
 
 def _loop_now():
-    """The event loop's clock, which moves only when the loop runs: unchanged = this greenlet never yielded."""
+    """The event loop's clock, which moves only when the loop runs: unchanged = this greenlet never yielded.
+    None in a worker that is not gevent's (sync, gthread): there a hub's loop never runs."""
     try:
         import gevent
+        from gevent import monkey
+        if not monkey.is_module_patched("socket"):
+            return None
         return gevent.get_hub().loop.now()
-    except Exception:  # noqa: BLE001 - not under gevent: nothing to balance
+    except Exception:  # noqa: BLE001 - no gevent at all: nothing to balance
         return None

@@ -141,20 +141,26 @@ class Settings:
         return self.provider_keys.get(provider)
 
 
+def _secret(env, name):
+    """A provider key, without the white space a secret mounted from a file often ends with (a newline in
+    a header value is refused by the HTTP client)."""
+    return (env.get(name) or "").strip() or None
+
+
 def load(env=None):
     """Read and validate every setting; raise ConfigError naming the first bad variable."""
     env = os.environ if env is None else env
     keys = {
-        "openai": env.get("OPENAI_API_KEY") or None,
-        "anthropic": env.get("ANTHROPIC_API_KEY") or None,
-        "gemini": env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY") or None,
+        "openai": _secret(env, "OPENAI_API_KEY"),
+        "anthropic": _secret(env, "ANTHROPIC_API_KEY"),
+        "gemini": _secret(env, "GEMINI_API_KEY") or _secret(env, "GOOGLE_API_KEY"),
     }
     file_config = _file_config(env)
     secret_env = {}
     for name, server in (file_config.get("providers") or {}).items():
         key_var = server.get("api_key_env") if isinstance(server, dict) else None
         if key_var:
-            secret_env[name] = env.get(key_var) or None
+            secret_env[name] = _secret(env, key_var)
     return Settings(
         database_url=_database(env),
         redis_url=_redis(env),

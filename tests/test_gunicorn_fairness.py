@@ -11,6 +11,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture
 def conf(monkeypatch):
+    from gevent import monkey
+    monkeypatch.setattr(monkey, "is_module_patched", lambda name: True)  # as in a gevent worker
     monkeypatch.setenv("PORT", "0")
     spec = importlib.util.spec_from_file_location("gunicorn_conf_under_test", os.path.join(ROOT, "gunicorn.conf.py"))
     module = importlib.util.module_from_spec(spec)
@@ -68,3 +70,10 @@ def test_loop_clock_moves_only_when_the_loop_runs(conf):
     assert conf._loop_now() == before
     gevent.sleep(0.001)
     assert conf._loop_now() != before
+
+
+def test_outside_a_gevent_worker_nothing_is_balanced(conf, monkeypatch):
+    from gevent import monkey
+    monkeypatch.setattr(monkey, "is_module_patched", lambda name: False)  # a sync or gthread worker
+    assert conf._loop_now() is None
+    assert served(conf, lambda: None) == ["request finished", "other client served"]

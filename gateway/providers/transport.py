@@ -148,15 +148,30 @@ def post(session, provider, url, headers, body, timeout, stream):
     except requests.exceptions.ReadTimeout:
         raise _fault(504, f"{provider.name} ({host}) did not answer in time.", "timeout",
                      "upstream_timeout") from None
-    except requests.exceptions.RequestException as e:
+    except (requests.exceptions.RequestException, ValueError) as e:
+        # ValueError: http.client refusing a header value (a key with a line break, say). Only the type
+        # is named: the value may be a provider key.
         kind = type(e).__name__
         raise _fault(502, f"Could not reach {provider.name} ({host}): {kind}.", "connect") from None
+
+
+def _refuse_redirect(provider, resp):
+    """An API call is not redirected: a 3xx means the base URL is wrong (http:// where https:// is served,
+    say). The call is not repeated elsewhere in secret; the error says where to point the base URL."""
+    if 300 <= resp.status_code < 400:
+        to = urlsplit(resp.headers.get("Location") or "")
+        resp.close()
+        where = f"{to.scheme}://{to.hostname}{f':{to.port}' if to.port else ''}{to.path}" if to.hostname else \
+            (to.path or "nowhere")  # no query or user info: either could hold a secret
+        raise _fault(502, f"{provider.name} ({_host(resp.url)}) answered {resp.status_code}, redirecting to "
+                          f"{where}: set its base URL to where it redirects.", "redirect", "upstream_redirect")
 
 
 def complete(session, provider, request, model, id_, created, timeout):
     """One non-streaming call: (completion dict, upstream response headers)."""
     url, headers, body = provider.prepare(request, model, stream=False)
     resp = post(session, provider, url, headers, body, timeout, stream=False)
+    _refuse_redirect(provider, resp)
     if resp.status_code >= 400:
         raise _error_from_response(provider, resp)
     try:
@@ -284,6 +299,7 @@ class UpstreamStream:
 def open_stream(session, provider, request, model, id_, created, timeout, read_timeout):
     url, headers, body = provider.prepare(request, model, stream=True)
     resp = post(session, provider, url, headers, body, timeout, stream=True)
+    _refuse_redirect(provider, resp)
     if resp.status_code >= 400:
         try:
             raise _error_from_response(provider, resp)

@@ -1,5 +1,6 @@
 """The upstream session reads requests' environment settings (proxies, CA bundle) once per origin."""
 import pytest
+import responses as responses_lib
 
 from gateway.providers import transport
 
@@ -99,3 +100,64 @@ def test_a_stream_left_midway_drops_its_connection(upstream):
     stream.close()
     assert list(open_stream())[-1]["choices"][0]["finish_reason"] == "stop"
     assert connections_made() == 2
+
+
+# --- the direct adapter call keeps what Session.post did that matters ---
+
+def _call(session):
+    from gateway import config
+    from gateway.providers.openai import OpenAIProvider
+    from gateway.providers.registry import Registry
+    registry = Registry(config.load({"OPENAI_API_KEY": "sk-test-SECRET"}))
+    provider = OpenAIProvider(registry.providers["openai"])
+    model = registry.resolve("gpt-4o-mini")
+    request = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    return transport.complete(session, provider, request, model, "chatcmpl-1", 1, (5, 10))
+
+
+@responses_lib.activate
+def test_environment_proxy_and_ca_bundle_reach_the_adapter(monkeypatch):
+    from tests.providers.wire import OPENAI_URL, openai_completion
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/corporate.pem")
+    upstream = responses_lib.post(OPENAI_URL, json=openai_completion())
+    _call(transport.make_session(4))
+    sent = upstream.calls[0].request
+    assert sent.req_kwargs["verify"] == "/etc/ssl/certs/corporate.pem"
+    assert sent.req_kwargs["proxies"]["https"] == "http://proxy.internal:3128"
+    assert sent.headers["Authorization"] == "Bearer sk-test-SECRET"
+    assert int(sent.headers["Content-Length"]) == len(sent.body)
+    assert "gzip" in sent.headers["Accept-Encoding"] and sent.headers["User-Agent"]
+
+
+@responses_lib.activate
+def test_a_redirect_is_an_error_that_says_where_without_its_query(monkeypatch):
+    from tests.providers.wire import OPENAI_URL
+    responses_lib.post(OPENAI_URL, status=308,
+                       headers={"Location": "https://user:pw@api.example.com/v1/chat/completions?key=SECRET"})
+    with pytest.raises(transport.UpstreamError) as e:
+        _call(transport.make_session(4))
+    message = e.value.error["message"]
+    assert e.value.status == 502 and e.value.reason == "redirect" and "308" in message
+    assert "https://api.example.com/v1/chat/completions" in message
+    assert "SECRET" not in message and "pw" not in message
+
+
+def test_a_header_the_http_client_refuses_is_a_502_that_does_not_echo_it(monkeypatch):
+    from gateway.providers.openai import OpenAIProvider
+
+    class Spec:
+        name, api_key, base_url = "openai", "sk-SECRET\nX-Injected: 1", "http://127.0.0.1:9/v1"
+    provider = OpenAIProvider(Spec())
+    with pytest.raises(transport.UpstreamError) as e:
+        transport.post(transport.make_session(4), provider, "http://127.0.0.1:9/v1/chat/completions",
+                       {"Authorization": "Bearer " + Spec.api_key}, {"model": "m"}, (1, 1), False)
+    message = e.value.error["message"]
+    assert e.value.status == 502 and e.value.reason == "connect" and message.endswith("ValueError.")
+    assert "SECRET" not in message
+
+
+def test_provider_keys_lose_the_white_space_of_a_mounted_secret():
+    from gateway import config
+    settings = config.load({"OPENAI_API_KEY": "sk-abc\n", "ANTHROPIC_API_KEY": "  ", "GEMINI_API_KEY": "AIza \n"})
+    assert settings.provider_keys == {"openai": "sk-abc", "anthropic": None, "gemini": "AIza"}
