@@ -3,8 +3,10 @@
 glibc keeps freed heap memory for reuse: a worker that held 1,000 streams stays at its high-water mark
 (~140 MB here) long after they end, though most of it is free. `malloc_trim(0)` returns the free pages
 (~20 MB per worker after 2,000 streams, measured). A full garbage collection first frees what reference
-cycles still hold (a finished stream's frames and responses). Both take tens of ms, so they run only when the
-worker was quiet for a whole check interval and has grown since it last trimmed. Without glibc it does nothing.
+cycles still hold (a finished stream's frames and responses). The collection takes tens of ms on the event
+loop, the trim runs in gevent's thread pool (ctypes lets go of the GIL), and both only when the worker was quiet
+for a whole check interval (health checks and metrics scrapes do not count) and has grown since it last
+trimmed. Without glibc it does nothing.
 """
 import ctypes
 import gc
@@ -20,7 +22,19 @@ def _malloc_trim():
     except (OSError, AttributeError):
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
+    return _off_the_loop(trim)
+
+
+def _off_the_loop(fn):
+    """`fn` run in gevent's thread pool when gevent has patched this process, so the loop serves requests
+    meanwhile; called directly otherwise."""
+    def call(*args):
+        from gevent import monkey
+        if monkey.is_module_patched("threading"):
+            import gevent
+            return gevent.get_hub().threadpool.apply(fn, args)
+        return fn(*args)
+    return call
 
 
 def rss_bytes():
@@ -54,7 +68,10 @@ class Trimmer:
 
 class Activity:
     """WSGI middleware counting requests started and finished. A response finishes when the server closes
-    it: a stream only after its last byte (or when its client goes away), not when its headers go."""
+    it: a stream only after its last byte (or when its client goes away), not when its headers go. Probes
+    and scrapes are not counted: a load balancer checking every few seconds must not keep a worker 'busy'."""
+
+    UNCOUNTED = frozenset({"/healthz", "/readyz", "/metrics"})
 
     def __init__(self, app):
         self.app = app
@@ -66,6 +83,8 @@ class Activity:
         return self.started, self.started - self.finished
 
     def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") in self.UNCOUNTED:
+            return self.app(environ, start_response)
         self.started += 1
         try:
             body = self.app(environ, start_response)

@@ -48,10 +48,12 @@ def test_it_trims_again_only_after_growing_past_the_threshold():
     assert heap.trims == 2
 
 
-def test_without_malloc_trim_it_does_nothing():
-    t = memory.Trimmer(trim=None)
-    t._trim = None
-    assert t.tick(quiet=True) is None
+def test_without_malloc_trim_it_does_nothing(monkeypatch):
+    def no_libc(name):
+        raise OSError("not glibc")
+    monkeypatch.setattr(memory.ctypes, "CDLL", no_libc)
+    assert memory._malloc_trim() is None
+    assert memory.Trimmer().tick(quiet=True) is None
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim and /proc")
@@ -81,6 +83,9 @@ def test_an_open_stream_is_in_flight_until_its_last_byte(make_app):
         assert resp.status_code == status and gw.activity.reading()[1] == 1  # until the server closes it
         resp.close()
     assert gw.activity.reading() == (2, 0)
+    for probe in ("/healthz", "/metrics"):
+        client.get(probe).close()
+    assert gw.activity.reading() == (2, 0)  # probes and scrapes do not keep a worker busy
 
     responses.replace(responses.POST, OPENAI_URL, body=openai_stream(["Hel", "lo"]),
                       content_type="text/event-stream", stream=True)

@@ -6,6 +6,7 @@ import datetime as dt
 import decimal
 import json
 import math
+import time
 from decimal import Decimal
 
 import orjson
@@ -18,9 +19,11 @@ from gateway.store.models import GatewayLog
 TABLE = GatewayLog.__table__
 COLUMNS = [c for c in TABLE.columns if c.name != "id"]
 COLUMN_NAMES = frozenset(c.name for c in COLUMNS)
-# Rows per statement. SQLite caps placeholders per statement (32766); on PostgreSQL a batch travels as one
-# JSON parameter, and a statement of 200 rows costs the worker ~0.5 ms without yielding.
+# Rows per statement. SQLite caps placeholders per statement (32766); on PostgreSQL a batch travels as JSON
+# parameters of at most _MAX_JSON_BYTES each (a batch of 200 plain rows is ~60 KB and one statement; rows with
+# GATEWAY_LOG_BODIES can be megabytes each), the worker yielding between statements.
 _MAX_ROWS_PER_STATEMENT = 200
+_MAX_JSON_BYTES = 1 << 20
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 _INSERT_STATEMENTS = {name: insert(TABLE).on_conflict_do_nothing(index_elements=["request_id"])
                       for name, insert in _INSERTS.items()}
@@ -143,12 +146,15 @@ def insert_ignoring_duplicates(engine, rows):
         raise NotImplementedError(f"log writer: unsupported database {name!r}")
     inserted = 0
     with engine.begin() as conn:
-        for start in range(0, len(rows), _MAX_ROWS_PER_STATEMENT):
-            chunk = rows[start:start + _MAX_ROWS_PER_STATEMENT]
-            if name == "postgresql":
-                inserted += conn.exec_driver_sql(_json_insert_sql(engine.dialect), (_rows_json(chunk),)).rowcount
-            else:
-                inserted += conn.execute(stmt, chunk).rowcount
+        if name == "postgresql":
+            sql = _json_insert_sql(engine.dialect)
+            for i, array in enumerate(_json_arrays(rows)):
+                if i:
+                    time.sleep(0)  # under gevent the writer is a greenlet: requests run between statements
+                inserted += conn.exec_driver_sql(sql, (array,)).rowcount
+        else:
+            for start in range(0, len(rows), _MAX_ROWS_PER_STATEMENT):
+                inserted += conn.execute(stmt, rows[start:start + _MAX_ROWS_PER_STATEMENT]).rowcount
     return inserted
 
 
@@ -169,9 +175,19 @@ def _decimal_as_text(value):
     raise TypeError(f"{type(value).__name__} is not a gateway_logs value")
 
 
-def _rows_json(rows):
-    """Normalized rows as a JSON array: timestamps as RFC 3339 with their offset, decimals as text."""
-    return orjson.dumps(rows, default=_decimal_as_text).decode()
+def _json_arrays(rows):
+    """Normalized rows as JSON arrays (text) of at most _MAX_ROWS_PER_STATEMENT rows and, unless a single row
+    is larger, _MAX_JSON_BYTES: timestamps as RFC 3339 with their offset, decimals as text."""
+    parts, size = [], 0
+    for row in rows:
+        part = orjson.dumps(row, default=_decimal_as_text)
+        if parts and (size + len(part) > _MAX_JSON_BYTES or len(parts) == _MAX_ROWS_PER_STATEMENT):
+            yield (b"[" + b",".join(parts) + b"]").decode()
+            parts, size = [], 0
+        parts.append(part)
+        size += len(part) + 1
+    if parts:
+        yield (b"[" + b",".join(parts) + b"]").decode()
 
 
 def _is_bad_data(exc):

@@ -59,3 +59,16 @@ def test_values_arrive_as_their_column_types(engine):
     assert (back.created_at if back.created_at.tzinfo else back.created_at.replace(tzinfo=dt.timezone.utc)) == created
     assert (back.cache_hit, back.failover_used, back.stream, back.api_key_id) == (True, False, True, 2 ** 40)
     assert back.error_message == row["error_message"] and back.prompt_tokens == 10 and back.total_tokens == 15
+
+
+def test_large_rows_are_split_into_statements_of_bounded_size(engine, monkeypatch):
+    from gateway.store import logs
+    monkeypatch.setattr(logs, "_MAX_JSON_BYTES", 4096)
+    rows = [normalize(log_row(error_message="é" * 1500)) for _ in range(9)]   # ~3 KB of JSON each
+    seen = statements(engine)
+    assert insert_ignoring_duplicates(engine, rows) == len(rows)
+    assert all_stored_once(engine, [r["request_id"] for r in rows])
+    if engine.dialect.name == "postgresql":
+        arrays = [params[0] for sql, _, params in seen if sql.startswith("INSERT")]
+        assert [len(json.loads(a)) for a in arrays] == [1] * 9   # one ~3 KB row per 4 KB statement
+        assert all(len(a.encode()) <= 4096 for a in arrays)
