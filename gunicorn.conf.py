@@ -57,7 +57,6 @@ def when_ready(server):
         raise SystemExit(4)
 
 
-
 # Fairness between keep-alive clients. A request that never waits (a cache hit whose Redis reply is already
 # there, its client's next request already read) runs through without giving the event loop a turn, and so
 # does the next one on the same connection: under load one client is served back to back while the others

@@ -53,7 +53,7 @@ class Trimmer:
         self._after_last = None
 
     def tick(self, quiet):
-        """Called every check interval; `quiet`: no request started since the previous call.
+        """Called every check interval; `quiet`: no request started since the previous call, none in flight.
         Returns the bytes given back, or None when it did not trim."""
         if self._trim is None or not quiet:
             return None

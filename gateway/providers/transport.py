@@ -159,12 +159,22 @@ def _refuse_redirect(provider, resp):
     """An API call is not redirected: a 3xx means the base URL is wrong (http:// where https:// is served,
     say). The call is not repeated elsewhere in secret; the error says where to point the base URL."""
     if 300 <= resp.status_code < 400:
-        to = urlsplit(resp.headers.get("Location") or "")
         resp.close()
-        where = f"{to.scheme}://{to.hostname}{f':{to.port}' if to.port else ''}{to.path}" if to.hostname else \
-            (to.path or "nowhere")  # no query or user info: either could hold a secret
         raise _fault(502, f"{provider.name} ({_host(resp.url)}) answered {resp.status_code}, redirecting to "
-                          f"{where}: set its base URL to where it redirects.", "redirect", "upstream_redirect")
+                          f"{_where(resp.headers.get('Location'))}: set its base URL to where it redirects.",
+                     "redirect", "upstream_redirect")
+
+
+def _where(location):
+    """A redirect's target without query or user info (either could hold a secret)."""
+    to = urlsplit(location or "")
+    try:
+        port = to.port
+    except ValueError:  # a port that is not a number
+        port = None
+    if not to.hostname:
+        return to.path or "nowhere"
+    return f"{to.scheme}://{to.hostname}{f':{port}' if port else ''}{to.path}"
 
 
 def complete(session, provider, request, model, id_, created, timeout):

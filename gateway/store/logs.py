@@ -134,11 +134,11 @@ def insert_ignoring_duplicates(engine, rows):
     """Insert normalized rows, skipping request_ids already stored; returns the number inserted.
 
     At most `_MAX_ROWS_PER_STATEMENT` rows per statement, all in one transaction. On PostgreSQL the rows go as
-    one JSON array that the server expands into the table's row type (`json_populate_recordset`): the worker
-    writes it with orjson (~2 µs a row) where binding every value as a parameter had psycopg2 quote 24
-    values a row (~25 µs), in the worker's event loop; SQLAlchemy's compiled `.values(rows)` cost more still, and
-    an executemany() of ON CONFLICT is sent by psycopg2 as one statement per row. SQLite runs in process, so
-    there executemany() of one cached statement is the cheap way.
+    a JSON array (at most `_MAX_JSON_BYTES`, unless one row is larger) that the server expands into the table's
+    row type (`json_populate_recordset`): the worker writes it with orjson (~2 µs a row) where binding every
+    value as a parameter had psycopg2 quote 24 values a row (~25 µs), in the worker's event loop; SQLAlchemy's
+    compiled `.values(rows)` cost more still, and an executemany() of ON CONFLICT is sent by psycopg2 as one
+    statement per row. SQLite runs in process, so there executemany() of one cached statement is the cheap way.
     """
     name = engine.dialect.name
     stmt = _INSERT_STATEMENTS.get(name)

@@ -103,8 +103,8 @@ class LogWriter:
                 if self._depth < self.max_queue and not self._stopping:
                     self._items.append(row)
                     self._depth += 1
-                    # Wake the writer for a first row or a full batch only. Waking it for every row (to take
-                    # the row and wait out its interval again) cost ~30 µs of the worker's CPU per request.
+                    # Wake the writer for a first row or a full batch only, not for every row (it would take
+                    # the row and go back to waiting out its interval: a greenlet switch per request).
                     if self._idle or self._depth + len(self._inflight) >= self.batch_size:
                         self._cond.notify()
                     return

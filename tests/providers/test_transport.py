@@ -143,6 +143,16 @@ def test_a_redirect_is_an_error_that_says_where_without_its_query(monkeypatch):
     assert "SECRET" not in message and "pw" not in message
 
 
+@pytest.mark.parametrize("location, shown", [
+    ("https://api.example.com:8443/v1/x?k=1", "https://api.example.com:8443/v1/x"),
+    ("https://api.example.com:notaport/v1", "https://api.example.com/v1"),
+    ("/v2/chat/completions", "/v2/chat/completions"),
+    ("", "nowhere"),
+])
+def test_a_redirect_target_is_shown_safely_whatever_its_form(location, shown):
+    assert transport._where(location) == shown
+
+
 def test_a_header_the_http_client_refuses_is_a_502_that_does_not_echo_it(monkeypatch):
     from gateway.providers.openai import OpenAIProvider
 
