@@ -3,10 +3,11 @@
 glibc keeps freed heap memory for reuse: a worker that held 1,000 streams stays at its high-water mark
 (~140 MB here) long after they end, though most of it is free. `malloc_trim(0)` returns the free pages
 (~20 MB per worker after 2,000 streams, measured). A full garbage collection first frees what reference
-cycles still hold (a finished stream's frames and responses). The collection takes tens of ms on the event
-loop, the trim runs in gevent's thread pool (ctypes lets go of the GIL), and both only when the worker was quiet
-for a whole check interval (health checks and metrics scrapes do not count) and has grown since it last
-trimmed. Without glibc it does nothing.
+cycles still hold (a finished stream's frames and responses). Each takes tens of ms, and a request arriving
+meanwhile waits: the collection runs on the event loop, and the trim, though it runs in gevent's thread pool,
+holds the heap's lock, which the loop needs to allocate. So both run only when the worker was quiet for a whole
+check interval (health checks and metrics scrapes do not count) and has grown since it last trimmed. Without
+glibc it does nothing.
 """
 import ctypes
 import gc

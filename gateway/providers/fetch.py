@@ -18,8 +18,10 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import NewConnectionError
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.util.connection import allowed_gai_family
 
+from gateway.providers.transport import NO_COOKIES
 from gateway.translate.common import UpstreamError, error_object
 
 MAX_BYTES = 20 * 1024 * 1024
@@ -39,8 +41,19 @@ def _public(host):
     return all(_is_global(info[4][0]) for info in infos)
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
 def _is_global(address):
-    return ipaddress.ip_address(address).is_global
+    """A public address, IPv6 forms that carry an IPv4 address (NAT64, 6to4, Teredo) judged by that too."""
+    ip = ipaddress.ip_address(address)
+    if not ip.is_global:
+        return False
+    if ip.version == 4:
+        return True
+    embedded = [ip.ipv4_mapped, ip.sixtofour, ip.teredo[1] if ip.teredo else None,
+                ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) if ip in _NAT64 else None]
+    return all(e is None or e.is_global for e in embedded)
 
 
 class _PublicOnly:
@@ -50,15 +63,21 @@ class _PublicOnly:
 
     def _new_conn(self):
         try:
-            infos = socket.getaddrinfo(self._dns_host, self.port, type=socket.SOCK_STREAM)
+            infos = socket.getaddrinfo(self._dns_host, self.port, allowed_gai_family(), socket.SOCK_STREAM)
         except (OSError, UnicodeError) as e:
             raise NewConnectionError(self, f"Failed to resolve {self.host}: {e}") from e
-        addresses = [info[4][0] for info in infos]
+        addresses = list(dict.fromkeys(info[4][0] for info in infos))
         if not addresses or not all(_is_global(a) for a in addresses):
             raise NewConnectionError(self, f"{self.host} resolves to an address that is not public")
-        name, self._dns_host = self._dns_host, addresses[0]
+        name = self._dns_host
         try:
-            return super()._new_conn()
+            for i, address in enumerate(addresses):  # each in turn, as urllib3 would
+                self._dns_host = address
+                try:
+                    return super()._new_conn()
+                except (NewConnectionError, ConnectTimeoutError):
+                    if i == len(addresses) - 1:
+                        raise
         finally:
             self._dns_host = name
 
@@ -98,6 +117,7 @@ def public_only_session():
     with _public_session_lock:
         if _public_session is None:
             session = requests.Session()
+            session.cookies.set_policy(NO_COOKIES)  # one user's image host must not set cookies for the next
             adapter = _PublicOnlyAdapter(pool_connections=16, pool_maxsize=16, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)

@@ -5,6 +5,7 @@ before any byte), `timeout` (no answer), `first_token` (a stream that never star
 that stops sending), `cut` (a stream that ends without its terminator), `malformed` (a body that is not
 JSON). Provider keys never reach an error message: messages are built from the URL's host only.
 """
+import http.cookiejar
 import json
 import logging
 from urllib.parse import urlsplit
@@ -15,12 +16,14 @@ import sseclient
 import urllib3
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
+from requests.utils import check_header_validity
 
 from gateway.translate.common import UpstreamError, error_object
 
 log = logging.getLogger("gateway")
 _ORIGINS_KEPT = 64
 _URLS_KEPT = 1024  # upstream URLs come from the model table: a few per model
+NO_COOKIES = http.cookiejar.DefaultCookiePolicy(allowed_domains=[])  # a jar policy that accepts none
 # After a stream's last event, how long and how much more of its response is read to keep the connection.
 _DRAIN_SECONDS = 0.1
 _DRAIN_BYTES = 65536
@@ -66,6 +69,8 @@ class _Session(requests.Session):
         req.method, req.url = "POST", self._prepared_url(url)
         req.body = _json_bytes(body)
         req.headers = CaseInsensitiveDict({**self.headers, **headers, "Content-Length": str(len(req.body))})
+        for header in headers.items():
+            check_header_validity(header)  # as PreparedRequest.prepare_headers does: InvalidHeader
         env = self.origin_settings(url, stream)
         resp = self.get_adapter(url).send(req, stream=stream, timeout=timeout, verify=env["verify"],
                                           cert=env["cert"], proxies=env["proxies"])
@@ -93,8 +98,10 @@ def _json_bytes(body):
 
 
 def make_session(pool_size):
-    """One keep-alive pool per provider, as large as a worker's concurrency."""
+    """One keep-alive pool per provider, as large as a worker's concurrency. It keeps no cookies: what one
+    tenant's call (or image download) is sent must not ride along on another's."""
     session = _Session()
+    session.cookies.set_policy(NO_COOKIES)
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0, pool_block=False)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -148,9 +155,12 @@ def post(session, provider, url, headers, body, timeout, stream):
     except requests.exceptions.ReadTimeout:
         raise _fault(504, f"{provider.name} ({host}) did not answer in time.", "timeout",
                      "upstream_timeout") from None
-    except (requests.exceptions.RequestException, ValueError) as e:
-        # ValueError: http.client refusing a header value (a key with a line break, say). Only the type
-        # is named: the value may be a provider key.
+    except requests.exceptions.InvalidHeader:
+        # A header value with a line break (a provider key, say): never valid, so failed over, not retried.
+        # Not echoed: the value may be the key.
+        raise _fault(502, f"A request header for {provider.name} is not valid: check its API key for stray "
+                          "characters.", "bad_header") from None
+    except requests.exceptions.RequestException as e:
         kind = type(e).__name__
         raise _fault(502, f"Could not reach {provider.name} ({host}): {kind}.", "connect") from None
 
@@ -167,11 +177,11 @@ def _refuse_redirect(provider, resp):
 
 def _where(location):
     """A redirect's target without query or user info (either could hold a secret)."""
-    to = urlsplit(location or "")
     try:
+        to = urlsplit(location or "")
         port = to.port
-    except ValueError:  # a port that is not a number
-        port = None
+    except ValueError:  # a malformed IPv6 host, a port that is not a number
+        return "an invalid location"
     if not to.hostname:
         return to.path or "nowhere"
     return f"{to.scheme}://{to.hostname}{f':{port}' if port else ''}{to.path}"

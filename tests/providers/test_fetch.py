@@ -97,7 +97,8 @@ def image_server():
 
 
 def resolver(monkeypatch, answers):
-    """socket.getaddrinfo answering `answers[host]` (a list used up one answer per call, the last repeating)."""
+    """socket.getaddrinfo answering `answers[host]`: a list used up one answer per call, the last repeating;
+    an answer is an address or a list of them."""
     import socket
     real = socket.getaddrinfo
 
@@ -105,8 +106,9 @@ def resolver(monkeypatch, answers):
         if host not in answers:
             return real(host, port, *args, **kwargs)
         queue = answers[host]
-        address = queue.pop(0) if len(queue) > 1 else queue[0]
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port or 0))]
+        answer = queue.pop(0) if len(queue) > 1 else queue[0]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port or 0))
+                for a in (answer if isinstance(answer, list) else [answer])]
     monkeypatch.setattr(socket, "getaddrinfo", fake)
 
 
@@ -127,3 +129,36 @@ def test_the_checked_address_is_the_one_connected_to_with_the_host_name_kept(mon
     data_url = download(requests.Session(), f"http://images.test:{port}/cat.png", "p")
     assert data_url == "data:image/png;base64," + base64.b64encode(PNG).decode()
     assert seen == [f"images.test:{port}"]
+
+
+def test_every_checked_address_is_tried_in_turn(monkeypatch, image_server):
+    from gateway.providers import fetch
+    port, seen = image_server
+    monkeypatch.setattr(fetch, "_is_global", lambda address: address in ("127.0.0.2", "127.0.0.1"))
+    resolver(monkeypatch, {"images.test": [["127.0.0.2", "127.0.0.1"]]})   # nothing listens on the first
+    assert download(requests.Session(), f"http://images.test:{port}/cat.png", "p").startswith("data:image/png")
+    assert seen == [f"images.test:{port}"]
+
+
+@pytest.mark.parametrize("address, public", [
+    ("93.184.216.34", True), ("2606:2800:220:1::1", True), ("10.1.2.3", False),
+    ("64:ff9b::a9fe:a9fe", False),        # NAT64 for 169.254.169.254
+    ("2002:7f00:1::1", False),            # 6to4 for 127.0.0.1
+    ("64:ff9b::5db8:d822", True),         # NAT64 for 93.184.216.34
+])
+def test_ipv6_forms_that_carry_an_ipv4_address_are_judged_by_it(address, public):
+    from gateway.providers import fetch
+    assert fetch._is_global(address) is public
+
+
+@pytest.mark.parametrize("allow_private", [False, True])
+@responses.activate
+def test_cookies_an_image_host_sets_are_not_sent_on_the_next_users_download(allow_private, monkeypatch):
+    from gateway.providers import fetch, transport
+    responses.get(IMAGE_URL, body=PNG, content_type="image/png",
+                  headers={"Set-Cookie": "session=user-a; Path=/; Domain=images.example.com"})
+    monkeypatch.setattr(fetch, "_public", lambda host: True)  # no DNS here: `responses` answers for the host
+    session = transport.make_session(4)  # the provider session, which downloads when private URLs are allowed
+    for _ in range(2):
+        download(session, IMAGE_URL, "p", allow_private=allow_private)
+    assert len(responses.calls) == 2 and "Cookie" not in responses.calls[1].request.headers

@@ -145,9 +145,10 @@ def test_a_redirect_is_an_error_that_says_where_without_its_query(monkeypatch):
 
 @pytest.mark.parametrize("location, shown", [
     ("https://api.example.com:8443/v1/x?k=1", "https://api.example.com:8443/v1/x"),
-    ("https://api.example.com:notaport/v1", "https://api.example.com/v1"),
+    ("https://api.example.com:notaport/v1", "an invalid location"),
     ("/v2/chat/completions", "/v2/chat/completions"),
     ("", "nowhere"),
+    ("http://[oops/v1", "an invalid location"),
 ])
 def test_a_redirect_target_is_shown_safely_whatever_its_form(location, shown):
     assert transport._where(location) == shown
@@ -163,7 +164,7 @@ def test_a_header_the_http_client_refuses_is_a_502_that_does_not_echo_it(monkeyp
         transport.post(transport.make_session(4), provider, "http://127.0.0.1:9/v1/chat/completions",
                        {"Authorization": "Bearer " + Spec.api_key}, {"model": "m"}, (1, 1), False)
     message = e.value.error["message"]
-    assert e.value.status == 502 and e.value.reason == "connect" and message.endswith("ValueError.")
+    assert e.value.status == 502 and e.value.reason == "bad_header" and "API key" in message
     assert "SECRET" not in message
 
 
@@ -171,3 +172,8 @@ def test_provider_keys_lose_the_white_space_of_a_mounted_secret():
     from gateway import config
     settings = config.load({"OPENAI_API_KEY": "sk-abc\n", "ANTHROPIC_API_KEY": "  ", "GEMINI_API_KEY": "AIza \n"})
     assert settings.provider_keys == {"openai": "sk-abc", "anthropic": None, "gemini": "AIza"}
+
+
+def test_a_bad_header_is_failed_over_not_retried():
+    from gateway.providers.failover import RETRY_ONCE
+    assert "bad_header" not in RETRY_ONCE and "redirect" not in RETRY_ONCE
