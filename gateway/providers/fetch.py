@@ -21,7 +21,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.util.connection import allowed_gai_family
 
-from gateway.providers.transport import NO_COOKIES
+from gateway.providers.transport import make_session
 from gateway.translate.common import UpstreamError, error_object
 
 MAX_BYTES = 20 * 1024 * 1024
@@ -116,12 +116,7 @@ def public_only_session():
     global _public_session
     with _public_session_lock:
         if _public_session is None:
-            session = requests.Session()
-            session.cookies.set_policy(NO_COOKIES)  # one user's image host must not set cookies for the next
-            adapter = _PublicOnlyAdapter(pool_connections=16, pool_maxsize=16, max_retries=0)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            _public_session = session
+            _public_session = make_session(16, _PublicOnlyAdapter)
     return _public_session
 
 

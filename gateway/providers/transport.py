@@ -23,7 +23,7 @@ from gateway.translate.common import UpstreamError, error_object
 log = logging.getLogger("gateway")
 _ORIGINS_KEPT = 64
 _URLS_KEPT = 1024  # upstream URLs come from the model table: a few per model
-NO_COOKIES = http.cookiejar.DefaultCookiePolicy(allowed_domains=[])  # a jar policy that accepts none
+_NO_COOKIES = http.cookiejar.DefaultCookiePolicy(allowed_domains=[])  # a jar policy that accepts none
 # After a stream's last event, how long and how much more of its response is read to keep the connection.
 _DRAIN_SECONDS = 0.1
 _DRAIN_BYTES = 65536
@@ -97,12 +97,12 @@ def _json_bytes(body):
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def make_session(pool_size):
+def make_session(pool_size, adapter_class=HTTPAdapter):
     """One keep-alive pool per provider, as large as a worker's concurrency. It keeps no cookies: what one
     tenant's call (or image download) is sent must not ride along on another's."""
     session = _Session()
-    session.cookies.set_policy(NO_COOKIES)
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0, pool_block=False)
+    session.cookies.set_policy(_NO_COOKIES)
+    adapter = adapter_class(pool_connections=4, pool_maxsize=pool_size, max_retries=0, pool_block=False)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
