@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from gateway.extensions import make_engine
-from gateway.store.models import ApiKey
+from gateway.store.models import api_keys
 
 
 def run(args, url, check=True):
@@ -33,7 +33,7 @@ def test_keys_create_prints_the_key_alone_on_the_last_line_and_stores_its_hash(u
     key = out.stdout.strip().splitlines()[-1]
     assert key.startswith("gw_") and " " not in key
     with make_engine(url).connect() as conn:
-        row = conn.execute(select(ApiKey.__table__).where(ApiKey.key_hash == hashlib.sha256(key.encode()).hexdigest())).one()
+        row = conn.execute(select(api_keys).where(api_keys.c.key_hash == hashlib.sha256(key.encode()).hexdigest())).one()
     assert (row.name, row.rate_limit_per_minute, row.cache_enabled, row.cache_ttl_seconds) == ("ci-bot", 30, False, 60)
 
 
@@ -68,9 +68,9 @@ def test_pricing_set_adds_a_current_row_and_keeps_history(url):
     listing = run(["pricing", "list"], url).stdout
     line = next(line for line in listing.splitlines() if line.startswith(model + " "))
     assert "0.200000" in line and "0.800000" in line
-    from gateway.store.models import ModelPricing
+    from gateway.store.models import model_pricing
     with make_engine(url).connect() as conn:
-        rows = conn.execute(select(ModelPricing.__table__).where(ModelPricing.model == model)).all()
+        rows = conn.execute(select(model_pricing).where(model_pricing.c.model == model)).all()
     assert len(rows) == 2   # the old row stays, so old log rows stay explained
 
 
@@ -83,10 +83,10 @@ def test_pricing_set_for_an_unknown_model_needs_a_provider(url):
 def test_report_prints_a_table(url):
     import datetime as dt
     import secrets as sec
-    from gateway.store.models import GatewayLog
+    from gateway.store.models import gateway_logs
     provider = "prov-" + sec.token_hex(4)
     with make_engine(url).begin() as conn:
-        conn.execute(GatewayLog.__table__.insert().values(
+        conn.execute(gateway_logs.insert().values(
             request_id="req_cli_" + sec.token_hex(8), endpoint="/v1/chat/completions", model="m", provider=provider,
             status_code=200, cost_usd=1.5, latency_ms=10, created_at=dt.datetime.now(dt.timezone.utc)))
     out = run(["report", "--since", "7d", "--by", "provider"], url)

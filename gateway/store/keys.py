@@ -9,7 +9,7 @@ import time
 
 from sqlalchemy import select, update
 
-from gateway.store.models import ApiKey, utcnow
+from gateway.store.models import api_keys, utcnow
 
 PREFIX = "gw_"
 PREFIX_LEN = 11  # "gw_" + 8 characters, shown in listings
@@ -47,7 +47,7 @@ def create_key(engine, name, rate_limit_per_minute=None, cache_enabled=True, cac
     """Make a key and store its hash; the plaintext is returned once and never kept."""
     key = generate_key()
     with engine.begin() as conn:
-        result = conn.execute(ApiKey.__table__.insert().values(
+        result = conn.execute(api_keys.insert().values(
             name=name, key_hash=hash_key(key), key_prefix=key[:PREFIX_LEN],
             rate_limit_per_minute=rate_limit_per_minute, cache_enabled=cache_enabled,
             cache_ttl_seconds=cache_ttl_seconds, created_at=utcnow()))
@@ -57,12 +57,12 @@ def create_key(engine, name, rate_limit_per_minute=None, cache_enabled=True, cac
 
 def list_keys(engine):
     with engine.connect() as conn:
-        return conn.execute(select(ApiKey.__table__).order_by(ApiKey.id)).all()
+        return conn.execute(select(api_keys).order_by(api_keys.c.id)).all()
 
 
 def revoke_key(engine, id_or_prefix):
     """Revoke by numeric id or by displayed prefix; returns the number of keys revoked."""
-    table = ApiKey.__table__
+    table = api_keys
     if str(id_or_prefix).isdigit():
         where = table.c.id == int(id_or_prefix)
     else:
@@ -106,7 +106,7 @@ class KeyCache:
         return info
 
     def _load(self, digest):
-        table = ApiKey.__table__
+        table = api_keys
         with self.engine.connect() as conn:
             row = conn.execute(select(table).where(table.c.key_hash == digest)).first()
         # The index found the row; compare anyway in constant time so no timing tells how close a guess was.
@@ -119,7 +119,7 @@ class KeyCache:
             used, self._used = self._used, {}
         if not used:
             return 0
-        table = ApiKey.__table__
+        table = api_keys
         with self.engine.begin() as conn:
             for key_id, ts in used.items():
                 conn.execute(update(table).where(table.c.id == key_id).values(

@@ -14,11 +14,11 @@ from sqlalchemy import Boolean, DateTime, Integer, Numeric, String
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 
-from gateway.store.models import GatewayLog
+from gateway.store.models import gateway_logs
 
-TABLE = GatewayLog.__table__
+TABLE = gateway_logs
 COLUMNS = [c for c in TABLE.columns if c.name != "id"]
-COLUMN_NAMES = frozenset(c.name for c in COLUMNS)
+COLUMN_NAMES = frozenset(str(c.name) for c in COLUMNS)
 # Rows per statement. SQLite caps placeholders per statement (32766); on PostgreSQL a batch travels as JSON
 # parameters of at most _MAX_JSON_BYTES each (a batch of 200 plain rows is ~60 KB and one statement; rows with
 # GATEWAY_LOG_BODIES can be megabytes each), the worker yielding between statements.
@@ -39,7 +39,8 @@ def _kind(column):
     raise TypeError(f"gateway_logs.{column.name}: unexpected type {t!r}")
 
 
-_KINDS = {c.name: _kind(c) for c in COLUMNS}  # Text is a String, BigInteger an Integer
+# Plain str keys: a Core column's name is a str subclass (quoted_name), which orjson refuses as a key.
+_KINDS = {str(c.name): _kind(c) for c in COLUMNS}  # Text is a String, BigInteger an Integer
 _LENGTHS = {c.name: c.type.length for c in COLUMNS if _KINDS[c.name] == "str" and c.type.length}
 _SCALES = {c.name: Decimal(1).scaleb(-c.type.scale) for c in COLUMNS if _KINDS[c.name] == "decimal"}
 

@@ -19,7 +19,7 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
-from gateway.store.models import ModelPricing, utcnow
+from gateway.store.models import model_pricing, utcnow
 
 log = logging.getLogger("gateway.pricing")
 
@@ -57,7 +57,7 @@ def _load_history(engine):
 
     The whole table is read: it holds a few rows per model.
     """
-    table = ModelPricing.__table__
+    table = model_pricing
     with engine.connect() as conn:
         rows = conn.execute(select(table).order_by(table.c.model, table.c.effective_from, table.c.id)).all()
     history = {}
@@ -109,7 +109,7 @@ def set_price(engine, model, provider, input, output, cached_input=None, cache_w
         cache_write_per_million=_decimal("cache write", cache_write, required=False),
         effective_from=(effective_from.astimezone(dt.timezone.utc) if effective_from else utcnow()))
     with engine.begin() as conn:
-        result = conn.execute(ModelPricing.__table__.insert().values(**values))
+        result = conn.execute(model_pricing.insert().values(**values))
         return result.inserted_primary_key[0]
 
 

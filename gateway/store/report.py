@@ -13,9 +13,9 @@ from decimal import Decimal
 
 from sqlalchemy import Date, Integer, and_, case, cast, func, literal_column, not_, select
 
-from gateway.store.models import ApiKey, GatewayLog
+from gateway.store.models import api_keys, gateway_logs
 
-TABLE = GatewayLog.__table__
+TABLE = gateway_logs
 GROUPS = ("model", "provider", "key", "customer", "feature", "day")
 _COLUMNS = {"model": TABLE.c.model, "provider": TABLE.c.provider, "key": TABLE.c.api_key_id,
             "customer": TABLE.c.customer_id, "feature": TABLE.c.feature}
@@ -122,7 +122,7 @@ def report(engine, since, by, until=None):
             ids = [g.grp for g in groups if g.grp is not None]
             if ids:
                 keys = {k.id: k for k in conn.execute(
-                    select(ApiKey.id, ApiKey.name, ApiKey.key_prefix).where(ApiKey.id.in_(ids)))}
+                    select(api_keys.c.id, api_keys.c.name, api_keys.c.key_prefix).where(api_keys.c.id.in_(ids)))}
 
     rows = []
     for g in groups:

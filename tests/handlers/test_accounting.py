@@ -6,7 +6,7 @@ import pytest
 import responses
 from sqlalchemy import select
 
-from gateway.store.models import GatewayLog
+from gateway.store.models import gateway_logs
 from tests.providers.wire import (ANTHROPIC_URL, OPENAI_URL, anthropic_message, anthropic_stream, openai_completion,
                                   openai_error)
 
@@ -28,7 +28,7 @@ def gw(request, make_app):
 def rows(client, request_id):
     client.gateway.log_writer.flush(timeout=10)
     with client.gateway.engine.connect() as conn:
-        return conn.execute(select(GatewayLog.__table__).where(GatewayLog.request_id == request_id)).all()
+        return conn.execute(select(gateway_logs).where(gateway_logs.c.request_id == request_id)).all()
 
 
 def the_row(client, resp):
@@ -139,7 +139,7 @@ def test_with_request_logging_off_no_row_is_queued_but_metrics_still_count(make_
     assert gw.log_writer.queue_depth() == 0
     gw.log_writer.flush(timeout=10)
     with gw.engine.connect() as conn:
-        assert conn.execute(select(GatewayLog.__table__)).all() == []
+        assert conn.execute(select(gateway_logs)).all() == []
     assert counted._value.get() == before + 1
 
 

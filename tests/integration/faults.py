@@ -15,7 +15,7 @@ import requests
 from sqlalchemy import select
 
 from gateway.extensions import make_engine
-from gateway.store.models import GatewayLog
+from gateway.store.models import gateway_logs
 
 # The models the default chains walk, under the names the simulator counts them by (the upstream id).
 GPT = "openai:gpt-4o-mini"
@@ -152,7 +152,7 @@ def log_row(res, wait=3.0):
     """The request's row in the gateway's log table (written in the background, so polled for)."""
     url = res.gw.database_url
     engine = _ENGINES.get(url) or _ENGINES.setdefault(url, make_engine(url))
-    table = GatewayLog.__table__
+    table = gateway_logs
     deadline = time.monotonic() + wait
     while True:
         with engine.connect() as conn:

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from gateway.extensions import make_engine
 from gateway.simulator import spawn_process
-from gateway.store.models import GatewayLog
+from gateway.store.models import gateway_logs
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Tell me a story"}]}
 
@@ -46,7 +46,7 @@ def test_sigterm_during_a_slow_stream_lets_it_finish_and_writes_its_row(start_ga
     assert len(text.split()) == 20                    # every word, not a truncated answer
     assert gw.proc.wait(timeout=30) == 0
     with make_engine(gw.database_url).connect() as conn:
-        row = conn.execute(select(GatewayLog.__table__).where(GatewayLog.request_id == request_id)).one()
+        row = conn.execute(select(gateway_logs).where(gateway_logs.c.request_id == request_id)).one()
     assert row.status_code == 200 and row.stream is True and row.completion_tokens == 20
 
 
@@ -118,7 +118,7 @@ def test_a_client_that_goes_away_closes_the_upstream_stream_at_once(start_gatewa
     while time.monotonic() - started < 1.5 and row is None:
         time.sleep(0.1)
         with make_engine(gw.database_url).connect() as conn:
-            row = conn.execute(select(GatewayLog.__table__).where(GatewayLog.request_id == request_id)).first()
+            row = conn.execute(select(gateway_logs).where(gateway_logs.c.request_id == request_id)).first()
     # The row is written when the relay ends: it ended well before the upstream's answer would have.
     assert row is not None and row.status_code == 499
 

@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from gateway.extensions import make_engine
 from gateway.store.keys import KeyCache, create_key, generate_key, list_keys, revoke_key
-from gateway.store.models import ApiKey
+from gateway.store.models import api_keys
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -27,7 +27,7 @@ def test_key_format():
 def test_only_the_sha256_is_stored(engine):
     key, key_id = create_key(engine, "alice", rate_limit_per_minute=60, cache_enabled=False, cache_ttl_seconds=10)
     with engine.connect() as conn:
-        row = conn.execute(select(ApiKey.__table__).where(ApiKey.id == key_id)).one()
+        row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one()
         stored = " ".join(str(v) for v in row)
     assert row.key_hash == hashlib.sha256(key.encode()).hexdigest()
     assert key not in stored and key[11:] not in stored
@@ -75,8 +75,8 @@ def test_last_used_is_written_in_one_batch_not_per_request(engine):
     for _ in range(5):
         cache.lookup(key)
     with engine.connect() as conn:
-        assert conn.execute(select(ApiKey.last_used_at).where(ApiKey.id == key_id)).scalar() is None
+        assert conn.execute(select(api_keys.c.last_used_at).where(api_keys.c.id == key_id)).scalar() is None
     assert cache.flush_last_used() == 1
     with engine.connect() as conn:
-        assert conn.execute(select(ApiKey.last_used_at).where(ApiKey.id == key_id)).scalar() is not None
+        assert conn.execute(select(api_keys.c.last_used_at).where(api_keys.c.id == key_id)).scalar() is not None
     assert cache.flush_last_used() == 0

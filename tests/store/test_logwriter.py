@@ -17,12 +17,12 @@ from sqlalchemy import event, func, select
 from gateway.extensions import make_engine
 from gateway.store.logs import _MAX_ROWS_PER_STATEMENT, normalize
 from gateway.store.logwriter import LogWriter
-from gateway.store.models import GatewayLog
+from gateway.store.models import gateway_logs
 from gateway.store.spool import decode, encode
 from tests.conftest import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-T = GatewayLog.__table__
+T = gateway_logs
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

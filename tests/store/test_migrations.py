@@ -5,7 +5,7 @@ from sqlalchemy import inspect, select
 
 from gateway.extensions import make_engine
 from gateway.store.migrate import is_current, upgrade
-from gateway.store.models import ModelPricing
+from gateway.store.models import model_pricing
 
 EXPECTED_COLUMNS = {
     "api_keys": {"id", "name", "key_hash", "key_prefix", "rate_limit_per_minute", "cache_enabled",
@@ -42,7 +42,7 @@ def test_schema_is_the_same_on_both_databases(migrated_url):
 def test_prices_are_seeded_as_exact_decimals(migrated_url):
     engine = make_engine(migrated_url)
     with engine.connect() as conn:
-        rows = {r.model: r for r in conn.execute(select(ModelPricing.__table__))}
+        rows = {r.model: r for r in conn.execute(select(model_pricing))}
     for model in ("gpt-4o", "gpt-4o-mini", "gpt-4-turbo", "gpt-4", "gpt-3.5-turbo", "gpt-4.1", "gpt-4.1-mini",
                   "gpt-4.1-nano", "claude-opus-4-5", "claude-sonnet-4-5", "claude-haiku-4-5",
                   "claude-3-5-sonnet", "claude-3-5-haiku", "gemini-2.5-pro", "gemini-2.5-flash",
@@ -59,7 +59,7 @@ def test_every_routed_model_has_a_price(migrated_url):
     from gateway.providers.registry import Registry
     engine = make_engine(migrated_url)
     with engine.connect() as conn:
-        priced = {r.model for r in conn.execute(select(ModelPricing.__table__.c.model))}
+        priced = {r.model for r in conn.execute(select(model_pricing.c.model))}
     routed = set(Registry(config.load({})).models)
     assert routed <= priced, routed - priced
 

@@ -9,7 +9,7 @@ from sqlalchemy import event, func, select
 
 from gateway.extensions import make_engine
 from gateway.store import pricing
-from gateway.store.models import ModelPricing
+from gateway.store.models import model_pricing
 from gateway.store.pricing import PriceBook, list_prices, set_price
 from gateway.translate.anthropic import from_anthropic
 from gateway.translate.gemini import from_gemini
@@ -190,8 +190,8 @@ def test_set_price_adds_a_current_row_and_keeps_the_old_one(engine):
     assert second != first
 
     with engine.connect() as conn:
-        rows = conn.execute(select(ModelPricing.__table__).where(ModelPricing.model == model)
-                            .order_by(ModelPricing.id)).all()
+        rows = conn.execute(select(model_pricing).where(model_pricing.c.model == model)
+                            .order_by(model_pricing.c.id)).all()
     assert [(r.id, r.input_per_million) for r in rows] == [(first, Decimal("1.00")), (second, Decimal("1.50"))]
 
     current = {p.model: p for p in list_prices(engine)}[model]
@@ -295,4 +295,4 @@ def test_counting_queries_sees_the_load(engine):
     PriceBook(engine).price("gpt-4o")
     assert any("model_pricing" in s for s in queries.statements)
     with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(ModelPricing.__table__)).scalar() >= 21
+        assert conn.execute(select(func.count()).select_from(model_pricing)).scalar() >= 21
