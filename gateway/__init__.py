@@ -22,6 +22,7 @@ from gateway.providers.failover import Manager
 from gateway.providers.gemini import GeminiProvider
 from gateway.providers.openai import OpenAIProvider
 from gateway.providers.registry import Registry
+from gateway.providers import pools
 from gateway.providers.transport import make_session
 from gateway.ratelimit import RateLimiter
 from gateway.ratelimit import backend_for as limiter_backend
@@ -69,18 +70,28 @@ class Gateway:
         threading.Thread(target=self._flush_loop, name="gateway-last-used", daemon=True).start()
         threading.Thread(target=self._memory_loop, name="gateway-memory", daemon=True).start()
 
-    def _memory_loop(self, trimmer=None):
-        trimmer = trimmer or memory.Trimmer()
+    def _memory_loop(self):
+        trimmer = memory.Trimmer()
         seen = self.activity.started
         while True:
             time.sleep(_MEMORY_CHECK_SECONDS)
-            now_seen, in_flight = self.activity.reading()
-            try:
-                # quiet: nothing started during the interval and nothing in flight (held streams included)
-                trimmer.tick(quiet=now_seen == seen and in_flight <= 0)
-            except Exception:  # noqa: BLE001 - never worth a worker
-                log.warning("could not return freed memory to the system", exc_info=True)
-            seen = now_seen
+            seen = self.memory_check(trimmer, seen)
+
+    def memory_check(self, trimmer, seen):
+        """Close upstream connections idle too long, then trim the heap if the worker was quiet: no request
+        started since `seen` (requests started, as of the last check) and none in flight, held streams
+        included. Returns the requests started so far."""
+        now_seen, in_flight = self.activity.reading()
+        try:
+            for session in self.sessions.values():
+                pools.close_idle(session, self.settings.upstream_idle_seconds)
+        except Exception:  # noqa: BLE001 - never worth a worker
+            log.warning("could not close idle upstream connections", exc_info=True)
+        try:
+            trimmer.tick(quiet=now_seen == seen and in_flight <= 0)
+        except Exception:  # noqa: BLE001 - never worth a worker
+            log.warning("could not return freed memory to the system", exc_info=True)
+        return now_seen
 
     def _flush_loop(self):
         while True:

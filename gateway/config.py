@@ -120,6 +120,7 @@ class Settings:
     max_request_bytes: int
     cors_origins: tuple
     upstream_pool_size: int
+    upstream_idle_seconds: float
     key_cache_seconds: float
     log_level: str
     retry_after_cap: float
@@ -183,6 +184,8 @@ def load(env=None):
         # holds one upstream connection, and a connection past the pool's size is not kept alive.
         upstream_pool_size=_int(env, "GATEWAY_UPSTREAM_POOL_SIZE",
                                 _int(env, "GATEWAY_WORKER_CONNECTIONS", 4000, minimum=1), minimum=1),
+        # An upstream connection idle this long is closed (see providers/pools.py); httpx's default.
+        upstream_idle_seconds=_float(env, "GATEWAY_UPSTREAM_IDLE_SECONDS", 5.0),
         key_cache_seconds=_float(env, "GATEWAY_KEY_CACHE_SECONDS", 5.0),
         log_level=(env.get("GATEWAY_LOG_LEVEL") or "INFO").upper(),
         retry_after_cap=_float(env, "GATEWAY_RETRY_AFTER_CAP", 3.0),

@@ -1,13 +1,15 @@
 """After a burst, give the memory the worker freed back to the system.
 
 glibc keeps freed heap memory for reuse: a worker that held 1,000 streams stays at its high-water mark
-(~140 MB here) long after they end, though most of it is free. `malloc_trim(0)` returns the free pages
-(~20 MB per worker after 2,000 streams, measured). A full garbage collection first frees what reference
+(~135 MB here) long after they end, though most of it is free. `malloc_trim(0)` returns the free pages
+wherever they are in the heap; with Python objects on malloc too (PYTHONMALLOC=malloc, see gunicorn.conf.py)
+a worker that held 500-1,000 streams settles at ~87-100 MB, against ~107-112 MB on Python's own allocator
+(measured, after its idle upstream connections are closed). A full garbage collection first frees what reference
 cycles still hold (a finished stream's frames and responses). Each takes tens of ms, and a request arriving
 meanwhile waits: the collection runs on the event loop, and the trim, though it runs in gevent's thread pool,
 holds the heap's lock, which the loop needs to allocate. So both run only when the worker was quiet for a whole
-check interval (health checks and metrics scrapes do not count) and has grown since it last trimmed. Without
-glibc it does nothing.
+check interval (health checks and metrics scrapes do not count) and has grown, or holds more free memory,
+since it last trimmed. Without glibc it does nothing.
 """
 import ctypes
 import gc
@@ -38,6 +40,21 @@ def _off_the_loop(fn):
     return call
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _malloc_free_bytes():
+    """A function returning the bytes malloc holds free (glibc 2.33+'s mallinfo2), or None elsewhere."""
+    try:
+        info = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return None
+    info.argtypes, info.restype = [], _MallInfo2
+    return lambda: info().fordblks
+
+
 def rss_bytes():
     try:
         with open("/proc/self/statm") as f:
@@ -47,11 +64,16 @@ def rss_bytes():
 
 
 class Trimmer:
-    def __init__(self, growth_bytes=GROWTH_BYTES, trim=None, rss=rss_bytes):
+    """Trims a quiet worker whose RSS grew, or whose heap gained free memory (say, idle connections just
+    closed), by `growth_bytes` since its last trim."""
+
+    def __init__(self, growth_bytes=GROWTH_BYTES, trim=None, rss=rss_bytes, free=None):
         self.growth_bytes = growth_bytes
         self._trim = trim if trim is not None else _malloc_trim()
         self._rss = rss
+        self._free = free if free is not None else (_malloc_free_bytes() or (lambda: 0))
         self._after_last = None
+        self._free_after_last = 0
 
     def tick(self, quiet):
         """Called every check interval; `quiet`: no request started since the previous call, none in flight.
@@ -59,11 +81,14 @@ class Trimmer:
         if self._trim is None or not quiet:
             return None
         before = self._rss()
-        if before is None or (self._after_last is not None and before - self._after_last < self.growth_bytes):
+        if before is None:
+            return None
+        if (self._after_last is not None and before - self._after_last < self.growth_bytes
+                and self._free() - self._free_after_last < self.growth_bytes):
             return None
         gc.collect()
         self._trim(0)
-        self._after_last = self._rss()
+        self._after_last, self._free_after_last = self._rss(), self._free()
         return before - self._after_last
 
 

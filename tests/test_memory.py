@@ -5,6 +5,7 @@ import pytest
 import responses
 
 from gateway import memory
+from gateway.providers import pools
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}
 
@@ -13,7 +14,7 @@ MB = 1 << 20
 
 class FakeHeap:
     def __init__(self, rss):
-        self.rss, self.trims = rss, 0
+        self.rss, self.free, self.trims = rss, 0, 0
 
     def trim(self, pad):
         assert pad == 0
@@ -22,7 +23,7 @@ class FakeHeap:
 
 
 def trimmer(heap):
-    return memory.Trimmer(growth_bytes=16 * MB, trim=heap.trim, rss=lambda: heap.rss)
+    return memory.Trimmer(growth_bytes=16 * MB, trim=heap.trim, rss=lambda: heap.rss, free=lambda: heap.free)
 
 
 def test_a_busy_worker_is_not_trimmed():
@@ -46,6 +47,27 @@ def test_it_trims_again_only_after_growing_past_the_threshold():
     heap.rss += 10 * MB           # 140: 20 MB above the last trim
     assert t.tick(quiet=True) == 20 * MB
     assert heap.trims == 2
+
+
+def test_it_trims_again_once_the_heap_holds_that_much_more_free_memory():
+    heap = FakeHeap(140 * MB)
+    t = trimmer(heap)
+    t.tick(quiet=True)            # 120 MB after
+    heap.free += 10 * MB          # say, idle connections closed: RSS unchanged until a trim
+    assert t.tick(quiet=True) is None
+    heap.free += 10 * MB          # 20 MB more free than after the last trim
+    assert t.tick(quiet=True) == 20 * MB
+    assert heap.trims == 2
+
+
+def test_malloc_reports_the_free_memory_a_trim_can_give_back():
+    free = memory._malloc_free_bytes()
+    assert free is not None                       # glibc 2.33+, as on this machine and in CI
+    before = free()
+    blocks = [bytearray(3000) for _ in range(5000)]
+    del blocks[::2]
+    assert free() - before > 5000 * 3000 // 4    # the holes are counted as free
+    del blocks
 
 
 def test_without_malloc_trim_it_does_nothing(monkeypatch):
@@ -97,3 +119,23 @@ def test_an_open_stream_is_in_flight_until_its_last_byte(make_app):
         pass
     resp.close()
     assert gw.activity.reading() == (3, 0)
+
+
+# --- the worker's periodic check: idle upstream connections closed, then a quiet heap trimmed ---
+
+def test_the_check_closes_idle_upstream_connections_busy_or_not(make_app, monkeypatch):
+    app, _ = make_app(GATEWAY_UPSTREAM_IDLE_SECONDS="7")
+    gw = app.extensions["gateway"]
+    closed = []
+    monkeypatch.setattr(pools, "close_idle", lambda session, max_idle: closed.append(max_idle))
+    ticks = []
+
+    class Trimmer:
+        def tick(self, quiet):
+            ticks.append(quiet)
+
+    seen = gw.memory_check(Trimmer(), gw.activity.started)
+    assert closed == [7.0] * len(gw.sessions) and ticks == [True]
+    gw.activity.started += 1                        # a request started since: not quiet, still closed
+    assert gw.memory_check(Trimmer(), seen) == seen + 1
+    assert closed == [7.0] * 2 * len(gw.sessions) and ticks == [True, False]

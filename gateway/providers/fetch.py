@@ -15,12 +15,11 @@ import time
 from urllib.parse import urljoin, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.util.connection import allowed_gai_family
 
+from gateway.providers.pools import Adapter, HTTPPool, HTTPSPool
 from gateway.providers.transport import make_session
 from gateway.translate.common import UpstreamError, error_object
 
@@ -90,21 +89,18 @@ class _PublicHTTPSConnection(_PublicOnly, HTTPSConnection):
     pass
 
 
-class _PublicHTTPPool(HTTPConnectionPool):
+class _PublicHTTPPool(HTTPPool):
     ConnectionCls = _PublicHTTPConnection
 
 
-class _PublicHTTPSPool(HTTPSConnectionPool):
+class _PublicHTTPSPool(HTTPSPool):
     ConnectionCls = _PublicHTTPSConnection
 
 
-class _PublicOnlyAdapter(HTTPAdapter):
+class _PublicOnlyAdapter(Adapter):
     """Connections that check their address. Through a proxy (HTTP(S)_PROXY) the proxy resolves the host,
     out of the gateway's sight: there the up-front check is all there is."""
-
-    def init_poolmanager(self, *args, **kwargs):
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _PublicHTTPPool, "https": _PublicHTTPSPool}
+    pool_classes = {"http": _PublicHTTPPool, "https": _PublicHTTPSPool}
 
 
 _public_session = None

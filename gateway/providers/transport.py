@@ -14,10 +14,10 @@ import orjson
 import requests
 import sseclient
 import urllib3
-from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from requests.utils import check_header_validity
 
+from gateway.providers.pools import Adapter
 from gateway.translate.common import UpstreamError, error_object
 
 log = logging.getLogger("gateway")
@@ -97,9 +97,10 @@ def _json_bytes(body):
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def make_session(pool_size, adapter_class=HTTPAdapter):
-    """One keep-alive pool per provider, as large as a worker's concurrency. It keeps no cookies: what one
-    tenant's call (or image download) is sent must not ride along on another's."""
+def make_session(pool_size, adapter_class=Adapter):
+    """One keep-alive pool per provider, as large as a worker's concurrency (idle connections expire: see
+    pools.py). It keeps no cookies: what one tenant's call (or image download) is sent must not ride along
+    on another's."""
     session = _Session()
     session.cookies.set_policy(_NO_COOKIES)
     adapter = adapter_class(pool_connections=4, pool_maxsize=pool_size, max_retries=0, pool_block=False)

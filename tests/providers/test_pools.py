@@ -1,0 +1,88 @@
+"""Upstream keep-alive pools: a connection idle past the limit is closed; one in use never is."""
+import http.server
+import json
+import threading
+import time
+
+import pytest
+
+from gateway.providers import fetch, pools, transport
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.peers.append(self.client_address[1])
+        body = json.dumps({"ok": True}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    srv.daemon_threads = True
+    srv.peers = []
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _call(session, srv, stream=False):
+    url = f"http://127.0.0.1:{srv.server_address[1]}/v1/chat/completions"
+    resp = session.post_json(url, {}, {"model": "m"}, timeout=5, stream=stream)
+    assert resp.status_code == 200
+    return resp
+
+
+def test_a_connection_idle_past_the_limit_is_closed_and_the_next_call_opens_a_new_one(server):
+    session = transport.make_session(4)
+    _call(session, server)
+    _call(session, server)
+    assert len(set(server.peers)) == 1                  # kept alive between calls
+    now = time.monotonic()
+    assert pools.close_idle(session, max_idle=5, now=now + 1) == 0   # idle 1 s: kept
+    assert pools.close_idle(session, max_idle=5, now=now + 6) == 1   # idle 6 s: closed
+    assert pools.close_idle(session, max_idle=5, now=now + 7) == 0   # and gone from the pool
+    _call(session, server)
+    assert len(set(server.peers)) == 2                  # a new connection, and the call works
+
+
+def test_a_connection_in_use_is_never_closed(server):
+    session = transport.make_session(4)
+    held = _call(session, server, stream=True)          # its body not read: the connection is in use
+    assert pools.close_idle(session, max_idle=0, now=time.monotonic() + 3600) == 0
+    assert held.json() == {"ok": True}
+
+
+def test_only_the_connections_idle_too_long_are_closed(server):
+    session = transport.make_session(4)
+    first = _call(session, server, stream=True)
+    second = _call(session, server, stream=True)        # two connections open at once
+    first.content, second.content                       # noqa: B018 - both back in the pool
+    assert len(set(server.peers)) == 2
+    [old, new] = [c for c in _pool(session).pool.queue if c is not None]
+    old.gateway_idle_since -= 10
+    assert pools.close_idle(session, max_idle=5) == 1
+    assert [c for c in _pool(session).pool.queue if c is not None] == [new]
+    assert old.sock is None and new.sock is not None
+
+
+def test_image_download_pools_keep_the_idle_clock():
+    adapter = fetch._PublicOnlyAdapter()
+    for scheme in ("http", "https"):
+        assert issubclass(adapter.poolmanager.pool_classes_by_scheme[scheme], pools._IdleSince)
+
+
+def _pool(session):
+    [pool] = pools._pools(session.get_adapter("http://x").poolmanager)
+    return pool
