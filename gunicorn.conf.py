@@ -9,9 +9,16 @@ import sys
 # back wherever they are (gateway/memory.py). Measured here: no CPU difference beyond the noise. It can only
 # be set before Python starts, so gunicorn starts again, once, the same way, with PYTHONMALLOC set; set it
 # yourself (to `pymalloc` for Python's own) to skip this.
-if __name__ == "__config__" and "PYTHONMALLOC" not in os.environ:
+# (Under -E or -I Python ignores the variable: nothing to gain there. If the exec fails, gunicorn goes on.)
+if __name__ == "__config__" and "PYTHONMALLOC" not in os.environ and not sys.flags.ignore_environment:
     os.environ["PYTHONMALLOC"] = "malloc"
-    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    except OSError as e:
+        del os.environ["PYTHONMALLOC"]
+        sys.stderr.write(f"gateway: could not restart on the C allocator ({e}); going on with Python's\n")
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8080')}"
 # Without Redis the cache and the rate limits live in each process, and a limit is exact only in one:

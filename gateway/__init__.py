@@ -22,7 +22,7 @@ from gateway.providers.failover import Manager
 from gateway.providers.gemini import GeminiProvider
 from gateway.providers.openai import OpenAIProvider
 from gateway.providers.registry import Registry
-from gateway.providers import pools
+from gateway.providers import fetch, pools
 from gateway.providers.transport import make_session
 from gateway.ratelimit import RateLimiter
 from gateway.ratelimit import backend_for as limiter_backend
@@ -82,11 +82,11 @@ class Gateway:
         started since `seen` (requests started, as of the last check) and none in flight, held streams
         included. Returns the requests started so far."""
         now_seen, in_flight = self.activity.reading()
-        try:
-            for session in self.sessions.values():
+        for session in [*self.sessions.values(), *fetch.sessions_made()]:
+            try:
                 pools.close_idle(session, self.settings.upstream_idle_seconds)
-        except Exception:  # noqa: BLE001 - never worth a worker
-            log.warning("could not close idle upstream connections", exc_info=True)
+            except Exception:  # noqa: BLE001 - never worth a worker
+                log.warning("could not close idle upstream connections", exc_info=True)
         try:
             trimmer.tick(quiet=now_seen == seen and in_flight <= 0)
         except Exception:  # noqa: BLE001 - never worth a worker

@@ -5,7 +5,7 @@ import pytest
 import responses
 
 from gateway import memory
-from gateway.providers import pools
+from gateway.providers import fetch, pools
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}
 
@@ -127,7 +127,9 @@ def test_the_check_closes_idle_upstream_connections_busy_or_not(make_app, monkey
     app, _ = make_app(GATEWAY_UPSTREAM_IDLE_SECONDS="7")
     gw = app.extensions["gateway"]
     closed = []
-    monkeypatch.setattr(pools, "close_idle", lambda session, max_idle: closed.append(max_idle))
+    images = object()                               # the image-download session, once one was made
+    monkeypatch.setattr(fetch, "sessions_made", lambda: [images])
+    monkeypatch.setattr(pools, "close_idle", lambda session, max_idle: closed.append((session, max_idle)))
     ticks = []
 
     class Trimmer:
@@ -135,7 +137,8 @@ def test_the_check_closes_idle_upstream_connections_busy_or_not(make_app, monkey
             ticks.append(quiet)
 
     seen = gw.memory_check(Trimmer(), gw.activity.started)
-    assert closed == [7.0] * len(gw.sessions) and ticks == [True]
+    every = [(s, 7.0) for s in [*gw.sessions.values(), images]]
+    assert closed == every and ticks == [True]
     gw.activity.started += 1                        # a request started since: not quiet, still closed
     assert gw.memory_check(Trimmer(), seen) == seen + 1
-    assert closed == [7.0] * 2 * len(gw.sessions) and ticks == [True, False]
+    assert closed == every * 2 and ticks == [True, False]

@@ -116,6 +116,11 @@ def public_only_session():
     return _public_session
 
 
+def sessions_made():
+    """The image-download sessions this process has made: the periodic check closes their idle connections."""
+    return [_public_session] if _public_session is not None else []
+
+
 def download(session, url, param, allow_private=False, deadline=None):
     """A `data:<type>;base64,...` URL with the image at `url`, fetched before `deadline` (time.monotonic)."""
     deadline = deadline or time.monotonic() + TOTAL_SECONDS

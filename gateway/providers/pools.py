@@ -5,13 +5,17 @@ reopen connections (a TLS handshake each, on a real provider) under steady load.
 streams held at once) the pool keeps every connection: ~30 KB of objects and buffers each, ~30 MB a worker,
 for connections the provider will drop anyway. So a connection idle in its pool for `max_idle` seconds is
 closed, as httpx (the OpenAI SDK's client) does after 5 s. The pool hands out the most recently returned
-connection first, so under steady load the same working set stays warm and only the excess ages out.
+connection first, so under steady load the same working set stays warm and only the excess ages out; and the
+newest few stay open however long they wait, so a quiet gateway's next call does not pay a new handshake.
 """
 import contextlib
 import time
 
 from requests.adapters import HTTPAdapter
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.poolmanager import ProxyManager
+
+KEEP_WARM = 4  # per pool: the most recently used connections, never closed for being idle
 
 
 class _IdleSince:
@@ -39,19 +43,26 @@ class Adapter(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = self.pool_classes
 
+    def proxy_manager_for(self, proxy, **proxy_kwargs):
+        """Through HTTP(S)_PROXY too (a SOCKS proxy keeps its own pool classes)."""
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if type(manager) is ProxyManager:
+            manager.pool_classes_by_scheme = self.pool_classes
+        return manager
 
-def close_idle(session, max_idle, now=None):
-    """Close the connections of `session` that sat in their pool for `max_idle` seconds or more.
-    Returns how many were closed. Safe beside requests in flight: a connection is taken out of its pool
-    (its slot left empty, as a fresh pool's are) before it is closed."""
+
+def close_idle(session, max_idle, now=None, keep=KEEP_WARM):
+    """Close the connections of `session` that sat in their pool for `max_idle` seconds or more, but for
+    the `keep` most recently used of each pool. Returns how many were closed. Safe beside requests in
+    flight: a connection is taken out of its pool (its slot left empty, as a fresh pool's are) before it is
+    closed."""
     now = time.monotonic() if now is None else now
     stale = []
     for adapter in {id(a): a for a in session.adapters.values()}.values():
-        manager = getattr(adapter, "poolmanager", None)
-        if manager is None:
-            continue
-        for pool in _pools(manager):
-            stale.extend(_take_stale(pool, now - max_idle))
+        managers = [getattr(adapter, "poolmanager", None), *getattr(adapter, "proxy_manager", {}).values()]
+        for manager in filter(None, managers):
+            for pool in _pools(manager):
+                stale.extend(_take_stale(pool, now - max_idle, keep))
     for conn in stale:
         conn.close()
     return len(stale)
@@ -63,7 +74,7 @@ def _pools(manager):
         return list(container._container.values())
 
 
-def _take_stale(pool, before):
+def _take_stale(pool, before, keep):
     queue = getattr(pool, "pool", None)
     if queue is None:  # a closed pool
         return []
@@ -71,10 +82,10 @@ def _take_stale(pool, before):
     # none and needs none: nothing here gives the event loop a turn.
     with getattr(queue, "mutex", contextlib.nullcontext()):
         taken = []
-        slots = queue.queue
-        for i, conn in enumerate(slots):
-            since = getattr(conn, "gateway_idle_since", None)
-            if since is not None and since <= before:
+        slots = queue.queue  # the next connection handed out is the last: the newest at the end
+        idle = [i for i, conn in enumerate(slots) if getattr(conn, "gateway_idle_since", None) is not None]
+        for i in idle[:max(0, len(idle) - keep)]:
+            if slots[i].gateway_idle_since <= before:
+                taken.append(slots[i])
                 slots[i] = None
-                taken.append(conn)
         return taken

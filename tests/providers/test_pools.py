@@ -50,9 +50,9 @@ def test_a_connection_idle_past_the_limit_is_closed_and_the_next_call_opens_a_ne
     _call(session, server)
     assert len(set(server.peers)) == 1                  # kept alive between calls
     now = time.monotonic()
-    assert pools.close_idle(session, max_idle=5, now=now + 1) == 0   # idle 1 s: kept
-    assert pools.close_idle(session, max_idle=5, now=now + 6) == 1   # idle 6 s: closed
-    assert pools.close_idle(session, max_idle=5, now=now + 7) == 0   # and gone from the pool
+    assert pools.close_idle(session, max_idle=5, now=now + 1, keep=0) == 0   # idle 1 s: kept
+    assert pools.close_idle(session, max_idle=5, now=now + 6, keep=0) == 1   # idle 6 s: closed
+    assert pools.close_idle(session, max_idle=5, now=now + 7, keep=0) == 0   # and gone from the pool
     _call(session, server)
     assert len(set(server.peers)) == 2                  # a new connection, and the call works
 
@@ -60,7 +60,7 @@ def test_a_connection_idle_past_the_limit_is_closed_and_the_next_call_opens_a_ne
 def test_a_connection_in_use_is_never_closed(server):
     session = transport.make_session(4)
     held = _call(session, server, stream=True)          # its body not read: the connection is in use
-    assert pools.close_idle(session, max_idle=0, now=time.monotonic() + 3600) == 0
+    assert pools.close_idle(session, max_idle=0, now=time.monotonic() + 3600, keep=0) == 0
     assert held.json() == {"ok": True}
 
 
@@ -72,9 +72,32 @@ def test_only_the_connections_idle_too_long_are_closed(server):
     assert len(set(server.peers)) == 2
     [old, new] = [c for c in _pool(session).pool.queue if c is not None]
     old.gateway_idle_since -= 10
-    assert pools.close_idle(session, max_idle=5) == 1
+    assert pools.close_idle(session, max_idle=5, keep=0) == 1
     assert [c for c in _pool(session).pool.queue if c is not None] == [new]
     assert old.sock is None and new.sock is not None
+
+
+def test_the_most_recently_used_stay_open_however_long_idle(server):
+    session = transport.make_session(8)
+    held = [_call(session, server, stream=True) for _ in range(3)]
+    for resp in held:
+        resp.content  # noqa: B018 - back in the pool, oldest first
+    conns = [c for c in _pool(session).pool.queue if c is not None]
+    assert len(conns) == 3
+    later = time.monotonic() + 3600
+    assert pools.close_idle(session, max_idle=5, now=later, keep=2) == 1
+    assert [c for c in _pool(session).pool.queue if c is not None] == conns[1:]
+    assert pools.close_idle(session, max_idle=5, now=later) == 0        # the default keeps a few warm
+
+
+def test_connections_through_a_proxy_keep_the_idle_clock_and_are_closed(server, monkeypatch):
+    port = server.server_address[1]
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")      # the test server answers as the proxy
+    session = transport.make_session(4)
+    resp = session.post_json("http://upstream.invalid/v1/chat/completions", {}, {"model": "m"}, timeout=5,
+                             stream=False)
+    assert resp.status_code == 200 and server.peers
+    assert pools.close_idle(session, max_idle=5, now=time.monotonic() + 6, keep=0) == 1
 
 
 def test_image_download_pools_keep_the_idle_clock():
