@@ -2,7 +2,7 @@
 from flask import current_app, g, request
 
 from gateway.handlers.errors import ApiError
-from gateway.store.keys import looks_like_key
+from gateway.store.keys import KeyStoreUnavailable, looks_like_key
 
 _MISSING = ("You didn't provide an API key. You need to provide your API key in an Authorization header "
             "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
@@ -22,7 +22,12 @@ def authenticate():
         raise _unauthorized("Malformed Authorization header: expected 'Bearer gw_...'.")
     if not looks_like_key(token):
         raise _unauthorized("Incorrect API key provided. Gateway keys start with 'gw_'.")
-    info = current_app.extensions["gateway"].keys.lookup(token)
+    try:
+        info = current_app.extensions["gateway"].keys.lookup(token)
+    except KeyStoreUnavailable:
+        raise ApiError(503, "The gateway cannot check API keys right now (its database is unreachable). "
+                       "Please retry shortly.", "server_error", None, "service_unavailable",
+                       headers={"Retry-After": "1"}) from None
     if info is None:
         raise _unauthorized(f"Incorrect API key provided: {token[:7]}****. The key is unknown or revoked.")
     g.api_key = info

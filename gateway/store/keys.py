@@ -3,6 +3,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import secrets
 import threading
 import time
@@ -14,6 +15,13 @@ from gateway.store.models import api_keys, utcnow
 PREFIX = "gw_"
 PREFIX_LEN = 11  # "gw_" + 8 characters, shown in listings
 _NEGATIVE_TTL = 1.0  # unknown keys are remembered briefly so a bad client cannot hammer the database
+_RETRY_SECONDS = 1.0  # with the database unreachable, a key's look-up is tried again at most this often
+
+log = logging.getLogger("gateway")
+
+
+class KeyStoreUnavailable(Exception):
+    """The database could not say whether a key is valid, and the key was not known before."""
 
 
 def generate_key():
@@ -89,21 +97,51 @@ class KeyCache:
         self._entries = {}
         self._used = {}
         self._lock = threading.Lock()
+        self._loading = set()
+        self._failing = False
 
     def lookup(self, token):
+        """The key's KeyInfo, or None for an unknown or revoked key. Raises KeyStoreUnavailable when the
+        database cannot answer for a key this worker has not seen valid before."""
         digest = hash_key(token)
-        now = time.monotonic()
         entry = self._entries.get(digest)
-        if entry is None or entry[1] < now:
-            info = self._load(digest)
-            entry = (info, now + (self.ttl if info else min(self.ttl, _NEGATIVE_TTL)))
-            if len(self._entries) > 100_000:
-                self._entries.clear()
-            self._entries[digest] = entry
+        if entry is None or entry[1] < time.monotonic():
+            entry = self._reload(digest, entry)
         info = entry[0]
         if info is not None:
             self._used[info.id] = time.time()
         return info
+
+    def _reload(self, digest, stale):
+        """One query per key at a time: while it runs (the worker serves other requests meanwhile), requests
+        with the same key go on with its last answer rather than each querying; at c=64 an expiry had every
+        request in flight query at once. With the database unreachable, a key last seen valid stays valid,
+        tried again once a second, so an outage does not fail every request; a revocation made meanwhile
+        takes effect when the database answers again."""
+        if stale is not None and digest in self._loading:
+            return stale
+        self._loading.add(digest)
+        try:
+            info = self._load(digest)
+        except Exception as e:  # noqa: BLE001 - any database failure: unreachable, timed out, pool exhausted
+            if not self._failing:
+                self._failing = True
+                log.warning("could not look up an API key (%s); keys seen valid stay valid until the database "
+                            "answers again", type(e).__name__)
+            if stale is None or stale[0] is None:
+                raise KeyStoreUnavailable() from e
+            entry = (stale[0], time.monotonic() + _RETRY_SECONDS)
+        else:
+            if self._failing:
+                self._failing = False
+                log.info("API key look-ups work again")
+            entry = (info, time.monotonic() + (self.ttl if info else min(self.ttl, _NEGATIVE_TTL)))
+        finally:
+            self._loading.discard(digest)
+        if len(self._entries) > 100_000:
+            self._entries.clear()
+        self._entries[digest] = entry
+        return entry
 
     def _load(self, digest):
         table = api_keys

@@ -49,3 +49,22 @@ def test_a_valid_key_lists_models(client):
     ids = {m["id"] for m in body["data"]}
     assert {"gpt-4o-mini", "claude-haiku-4-5", "claude-haiku-4-5-20251001", "gemini-2.5-flash"} <= ids
     assert all(set(m) >= {"id", "object", "created", "owned_by"} for m in body["data"])
+
+
+def test_with_the_database_unreachable_known_keys_work_and_others_get_a_clear_503(make_app):
+    from gateway.extensions import make_engine
+    from gateway.store.keys import create_key
+    app, key = make_app(GATEWAY_KEY_CACHE_SECONDS="0.01")
+    gw = app.extensions["gateway"]
+    other, _ = create_key(gw.engine, "not seen by this worker yet")
+    c = app.test_client()
+    assert c.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    gw.keys.engine = make_engine("postgresql+psycopg2://postgres@127.0.0.1:9/gone")   # nothing listens on port 9
+    import time
+    time.sleep(0.02)                                  # the cached answer has expired
+    assert c.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    resp = c.get("/v1/models", headers={"Authorization": f"Bearer {other}"})
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "1"
+    err = resp.get_json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["code"] == "service_unavailable"
+    assert "database" in err["message"]

@@ -5,7 +5,10 @@ import pytest
 from sqlalchemy import select
 
 from gateway.extensions import make_engine
-from gateway.store.keys import KeyCache, create_key, generate_key, list_keys, revoke_key
+from sqlalchemy.exc import OperationalError
+
+from gateway.store import keys as keys_module
+from gateway.store.keys import KeyCache, KeyStoreUnavailable, create_key, generate_key, list_keys, revoke_key
 from gateway.store.models import api_keys
 
 
@@ -60,6 +63,51 @@ def test_lookups_within_the_ttl_do_not_query_the_database(engine):
     for _ in range(100):
         assert cache.lookup(key) is not None
     assert calls == []
+
+
+def test_while_an_expired_key_is_reloaded_the_others_use_its_last_answer(engine):
+    key, key_id = create_key(engine, "erin")
+    cache = KeyCache(engine, ttl=0.05)
+    cache.lookup(key)
+    time.sleep(0.1)                                   # expired
+    load, seen, queries = cache._load, [], []
+
+    def slow_load(digest):                            # the query is in flight: other requests come in
+        queries.append(digest)
+        seen.append(cache.lookup(key))                # ... and must not query again
+        return load(digest)
+    cache._load = slow_load
+    assert cache.lookup(key).id == key_id
+    assert len(queries) == 1 and seen[0].id == key_id
+
+
+def _down(digest):
+    raise OperationalError("SELECT ...", {}, Exception("connection refused"))
+
+
+def test_with_the_database_down_a_key_seen_valid_stays_valid_and_is_retried_once_a_second(engine, caplog):
+    key, key_id = create_key(engine, "frank")
+    cache = KeyCache(engine, ttl=0.05)
+    cache.lookup(key)
+    time.sleep(0.1)
+    load, calls = cache._load, []
+    cache._load = lambda digest: (calls.append(digest), _down(digest))
+    for _ in range(50):
+        assert cache.lookup(key).id == key_id
+    assert len(calls) == 1                            # not once per request
+    assert sum("could not look up an API key" in r.message for r in caplog.records) == 1
+    cache._load = load
+    revoke_key(engine, str(key_id))
+    cache._entries[keys_module.hash_key(key)] = (cache.lookup(key), 0)    # the retry is due
+    assert cache.lookup(key) is None                  # the database answers again: the revocation holds
+
+
+def test_with_the_database_down_an_unseen_key_is_not_admitted(engine):
+    key, _ = create_key(engine, "grace")
+    cache = KeyCache(engine)
+    cache._load = _down
+    with pytest.raises(KeyStoreUnavailable):
+        cache.lookup(key)
 
 
 def test_revoke_by_prefix(engine):
