@@ -67,3 +67,20 @@ def make_redis(url, max_connections=200):
         retry_on_timeout=False,
     )
     return redis.Redis(connection_pool=pool)
+
+
+def redis_command(client, *args):
+    """One command on a connection from the client's pool, past the client's command path (retry wrapper,
+    observability hooks, argument checks): that path cost ~0.1 ms of CPU per call here, about a third of the
+    call, on requests that make one or two. The pool still checks a connection out as the client would
+    (reconnecting one Redis dropped). Error replies raise as the client's do; the reply is returned raw."""
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        conn.send_command(*args)
+        return conn.read_response()
+    except BaseException:
+        conn.disconnect()  # a half-read reply must not reach the next caller
+        raise
+    finally:
+        pool.release(conn)

@@ -25,6 +25,7 @@ import time
 
 import redis
 
+from gateway.extensions import redis_command
 from gateway.redisguard import RedisGuard
 
 COMPONENT = "ratelimit"
@@ -62,15 +63,21 @@ class Decision:
 
 
 class RedisWindow:
-    """The log in Redis. The script object re-loads itself when Redis answers NOSCRIPT (after a restart or a
-    SCRIPT FLUSH), so nothing here goes stale."""
+    """The log in Redis: one EVALSHA per request. When Redis answers NOSCRIPT (after a restart or a SCRIPT
+    FLUSH) the script is loaded again and the call repeated, so nothing here goes stale."""
 
     def __init__(self, client):
+        self._client = client
         self._script = client.register_script(_SLIDING_WINDOW)
 
     def hit(self, key, limit, window_seconds, now=None):
-        allowed, remaining, reset_us, retry_us = self._script(
-            keys=[key], args=[limit, int(window_seconds * 1_000_000), secrets.token_hex(8)])
+        args = (1, key, limit, int(window_seconds * 1_000_000), secrets.token_hex(8))
+        try:
+            reply = redis_command(self._client, "EVALSHA", self._script.sha, *args)
+        except redis.exceptions.NoScriptError:
+            self._client.script_load(_SLIDING_WINDOW)
+            reply = redis_command(self._client, "EVALSHA", self._script.sha, *args)
+        allowed, remaining, reset_us, retry_us = reply
         return bool(allowed), int(remaining), reset_us / 1e6, retry_us / 1e6
 
 

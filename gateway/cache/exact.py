@@ -25,6 +25,7 @@ import zlib
 import orjson
 import redis
 
+from gateway.extensions import redis_command
 from gateway.redisguard import RedisGuard
 
 log = logging.getLogger("gateway.cache")
@@ -91,7 +92,7 @@ class RedisBackend:
         self._client = client
 
     def get(self, key):
-        return self._client.get(key)
+        return redis_command(self._client, "GET", key)  # the hot path: every cache look-up
 
     def set(self, key, value, ttl_seconds):
         self._client.set(key, value, px=_ms(ttl_seconds))

@@ -288,6 +288,17 @@ def test_a_restart_while_idle_costs_nothing(own_redis, redis_prefix):
     assert guard.failures == {}  # redis-py notices the closed socket and reconnects before sending
 
 
+def test_a_restart_while_idle_costs_a_lookup_nothing_either(own_redis, redis_prefix):
+    guard = RedisGuard(backoff=0)
+    cache = ExactCache(RedisBackend(make_redis(own_redis.url)), redis_prefix, guard)
+    assert cache.get(KEY) is None                     # one pooled connection, then idle
+    own_redis.stop()
+    own_redis.start()                                 # empty again, and the pooled connection is dead
+    assert cache.get(KEY) is None and guard.failures == {}
+    cache.set(KEY, entry("after"), 60)
+    assert cache.get(KEY) == entry("after")
+
+
 def test_a_hung_redis_costs_one_timeout_and_never_mixes_up_replies(own_redis, redis_prefix):
     cache = ExactCache(RedisBackend(make_redis(own_redis.url)), redis_prefix, RedisGuard(backoff=0))
     other = cache_key(BODY, "8")
