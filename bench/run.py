@@ -111,6 +111,18 @@ def cpu_delta_ms(before, after):
     return sum(t - before.get(pid, 0) for pid, t in after.items()) * 1000.0 / TICK
 
 
+def speed_probe():
+    """Milliseconds a fixed pure-Python loop takes (best of 5): how fast this machine is right now. Shared
+    machines drift (the same code measured 18 and 35 ms here within an hour), and every CPU figure moves with
+    it; compare runs only at similar probe times."""
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        sum(range(1_000_000))
+        best = min(best, time.perf_counter() - start)
+    return round(best * 1000, 1)
+
+
 def machine_ticks():
     with open("/proc/stat") as f:
         vals = [int(v) for v in f.readline().split()[1:]]
@@ -386,7 +398,7 @@ class Bench:
         busy1, total1 = machine_ticks()
         idle_busy = 100.0 * (busy1 - busy0) / max(1, total1 - total0)
         r["machine"] = {"cores": os.cpu_count(), "python": platform.python_version(),
-                        "busy_pct_before": round(idle_busy, 1)}
+                        "busy_pct_before": round(idle_busy, 1), "speed_probe_ms_before": speed_probe()}
         if idle_busy > 10:
             self.notes.append(f"The machine was {idle_busy:.0f}% busy before the bench started: other work shares "
                               "the cores; see the 'other CPU' column.")
@@ -571,6 +583,9 @@ def markdown(r, notes):
              f"2 gevent workers, PostgreSQL request logs on, Redis on; {r['machine']['cores']} cores shared by wrk, "
              f"the simulator, the gateway, PostgreSQL and Redis (nothing pinned). Each figure is the median of "
              f"{r['runs']} runs of {r['seconds_per_run']} s after {r['warmup_seconds']} s of warm-up.", "",
+             f"Machine speed: a fixed pure-Python loop took {r['machine']['speed_probe_ms_before']} ms before the "
+             f"bench and {r['machine']['speed_probe_ms_after']} ms after (lower is faster). CPU figures scale with "
+             "it: compare runs only at similar probe times.", "",
              "## Targets", "", "| figure | value | target | met |", "|---|---:|---:|:---:|"]
     for x in v:
         val = f"{x['value']:.0f}" if x["unit"] in ("req/s", "") else f"{x['value']:.2f}"
@@ -679,6 +694,7 @@ def main(argv=None):
     r = bench.results
     r["ttfb_streams"], r["streams_per_second"] = args.ttfb_streams, args.streams_per_second
     r["seconds_total"] = round(time.monotonic() - started)
+    r["machine"]["speed_probe_ms_after"] = speed_probe()
     busy = [f"{label} c={c} ({m['other_cpu_ms']:.2f} ms/req)" for label in ("upstream", "cache", "logging_on", "logging_off")
             for c, m in r[label].items() if m["other_cpu_ms"] > 0.2]
     if busy:
@@ -692,6 +708,9 @@ def main(argv=None):
         f.write(markdown(r, bench.notes))
     print()
     print(summary_table(r))
+    m = r["machine"]
+    print(f"\nmachine speed probe: {m['speed_probe_ms_before']} ms before, {m['speed_probe_ms_after']} ms after "
+          "(a fixed pure-Python loop; lower is faster)")
     print(f"\nwhole bench: {r['seconds_total']} s; report: {os.path.relpath(bench.out, os.getcwd())}/report.md "
           "and report.json")
 
