@@ -74,11 +74,14 @@ def redis_command(client, *args):
     observability hooks, argument checks): that path cost ~0.1 ms of CPU per call here, about a third of the
     call, on requests that make one or two. The pool still checks a connection out as the client would
     (reconnecting one Redis dropped). Error replies raise as the client's do; the reply is returned raw."""
+    from redis.exceptions import ResponseError
     pool = client.connection_pool
     conn = pool.get_connection()
     try:
         conn.send_command(*args)
         return conn.read_response()
+    except ResponseError:
+        raise  # a whole error reply (NOSCRIPT, OOM, ...): the connection is clean and stays
     except BaseException:
         conn.disconnect()  # a half-read reply must not reach the next caller
         raise

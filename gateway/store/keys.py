@@ -9,6 +9,8 @@ import threading
 import time
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from gateway.store.models import api_keys, utcnow
 
@@ -16,6 +18,9 @@ PREFIX = "gw_"
 PREFIX_LEN = 11  # "gw_" + 8 characters, shown in listings
 _NEGATIVE_TTL = 1.0  # unknown keys are remembered briefly so a bad client cannot hammer the database
 _RETRY_SECONDS = 1.0  # with the database unreachable, a key's look-up is tried again at most this often
+_MAX_STALE_SECONDS = 600.0  # and a key confirmed valid at most this long ago stays valid meanwhile
+_OUTAGE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError)  # not a bug: the database
+_UNAVAILABLE = object()
 
 log = logging.getLogger("gateway")
 
@@ -91,57 +96,76 @@ class KeyCache:
     `last_used_at` is kept in memory and written in one batch by `flush_last_used`.
     """
 
-    def __init__(self, engine, ttl=5.0):
+    def __init__(self, engine, ttl=5.0, max_stale=_MAX_STALE_SECONDS):
         self.engine = engine
         self.ttl = ttl
-        self._entries = {}
+        self.max_stale = max_stale
+        self._entries = {}          # digest -> (KeyInfo, None or _UNAVAILABLE; expires at; confirmed at)
         self._used = {}
         self._lock = threading.Lock()
-        self._loading = set()
+        self._loading = {}          # digest -> when its reload started
         self._failing = False
 
     def lookup(self, token):
         """The key's KeyInfo, or None for an unknown or revoked key. Raises KeyStoreUnavailable when the
-        database cannot answer for a key this worker has not seen valid before."""
+        database cannot answer for a key this worker has not seen valid recently."""
         digest = hash_key(token)
         entry = self._entries.get(digest)
         if entry is None or entry[1] < time.monotonic():
             entry = self._reload(digest, entry)
         info = entry[0]
+        if info is _UNAVAILABLE:
+            raise KeyStoreUnavailable()
         if info is not None:
             self._used[info.id] = time.time()
         return info
 
     def _reload(self, digest, stale):
         """One query per key at a time: while it runs (the worker serves other requests meanwhile), requests
-        with the same key go on with its last answer rather than each querying; at c=64 an expiry had every
-        request in flight query at once. With the database unreachable, a key last seen valid stays valid,
-        tried again once a second, so an outage does not fail every request; a revocation made meanwhile
-        takes effect when the database answers again."""
-        if stale is not None and digest in self._loading:
-            return stale
-        self._loading.add(digest)
+        with the same key go on with its last answer, for at most `ttl`, rather than each querying; at c=64
+        an expiry had every request in flight query at once.
+
+        With the database unreachable, a key confirmed valid in the last `max_stale` seconds stays valid,
+        tried again once a second, so an outage does not fail every request; a key not seen, or seen too
+        long ago, gets KeyStoreUnavailable (for a second, without a query per request). Only connection
+        failures count as an outage: any other error is raised, and a key never stays valid for it."""
+        now = time.monotonic()
+        with self._lock:
+            started = self._loading.get(digest)
+            if stale is not None and started is not None and now - started < self.ttl:
+                return stale
+            self._loading[digest] = now
         try:
             info = self._load(digest)
-        except Exception as e:  # noqa: BLE001 - any database failure: unreachable, timed out, pool exhausted
-            if not self._failing:
-                self._failing = True
-                log.warning("could not look up an API key (%s); keys seen valid stay valid until the database "
-                            "answers again", type(e).__name__)
-            if stale is None or stale[0] is None:
-                raise KeyStoreUnavailable() from e
-            entry = (stale[0], time.monotonic() + _RETRY_SECONDS)
+        except _OUTAGE as e:
+            self._say_failing(e)
+            valid = stale is not None and stale[0] not in (None, _UNAVAILABLE) and now - stale[2] < self.max_stale
+            if stale is not None and stale[0] is None:
+                entry = (None, now + _RETRY_SECONDS, stale[2])         # unknown before: still unknown
+            elif valid:
+                entry = (stale[0], now + _RETRY_SECONDS, stale[2])
+            else:
+                entry = (_UNAVAILABLE, now + _RETRY_SECONDS, now)
         else:
             if self._failing:
                 self._failing = False
-                log.info("API key look-ups work again")
-            entry = (info, time.monotonic() + (self.ttl if info else min(self.ttl, _NEGATIVE_TTL)))
+                log.warning("API key look-ups work again")
+            entry = (info, now + (self.ttl if info else min(self.ttl, _NEGATIVE_TTL)), now)
         finally:
-            self._loading.discard(digest)
+            with self._lock:
+                if self._loading.get(digest) == now:
+                    del self._loading[digest]
         if len(self._entries) > 100_000:
             self._entries.clear()
         self._entries[digest] = entry
         return entry
+
+    def _say_failing(self, e):
+        if not self._failing:
+            self._failing = True
+            log.warning("could not look up an API key (%s: %s); keys confirmed valid in the last %d s stay valid "
+                        "until the database answers again", type(e).__name__, str(e).strip()[:200],
+                        self.max_stale)
 
     def _load(self, digest):
         table = api_keys

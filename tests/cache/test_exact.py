@@ -325,3 +325,16 @@ def test_after_a_failure_redis_is_left_alone_for_the_back_off(own_redis, redis_p
         assert time.monotonic() - start < 0.6   # one 0.25 s timeout, then 19 skips
     finally:
         own_redis.proc.send_signal(signal.SIGCONT)
+
+
+def test_an_error_reply_keeps_its_connection(redis_url, redis_prefix):
+    from gateway.extensions import redis_command
+    client = make_redis(redis_url)
+    client.rpush(redis_prefix + "list", b"x")          # GET on a list: WRONGTYPE, a whole reply
+    assert redis_command(client, "GET", redis_prefix + "none") is None
+    [conn] = client.connection_pool._connections
+    sock = conn._sock
+    with pytest.raises(redis.ResponseError):
+        redis_command(client, "GET", redis_prefix + "list")
+    assert redis_command(client, "GET", redis_prefix + "none") is None
+    assert client.connection_pool._connections == [conn] and conn._sock is sock   # no reconnect

@@ -98,16 +98,55 @@ def test_with_the_database_down_a_key_seen_valid_stays_valid_and_is_retried_once
     assert sum("could not look up an API key" in r.message for r in caplog.records) == 1
     cache._load = load
     revoke_key(engine, str(key_id))
-    cache._entries[keys_module.hash_key(key)] = (cache.lookup(key), 0)    # the retry is due
+    time.sleep(1.05)                                  # the retry is due
     assert cache.lookup(key) is None                  # the database answers again: the revocation holds
 
 
-def test_with_the_database_down_an_unseen_key_is_not_admitted(engine):
+def test_with_the_database_down_an_unseen_key_is_refused_without_a_query_per_request(engine):
     key, _ = create_key(engine, "grace")
     cache = KeyCache(engine)
+    calls = []
+    cache._load = lambda digest: (calls.append(digest), _down(digest))
+    for _ in range(20):
+        with pytest.raises(KeyStoreUnavailable):
+            cache.lookup(key)
+    assert len(calls) == 1
+
+
+def test_a_key_confirmed_too_long_ago_is_not_kept_valid_through_an_outage(engine):
+    key, _ = create_key(engine, "heidi")
+    cache = KeyCache(engine, ttl=0.05, max_stale=0.1)
+    cache.lookup(key)
+    time.sleep(0.15)
     cache._load = _down
     with pytest.raises(KeyStoreUnavailable):
         cache.lookup(key)
+
+
+def test_an_error_that_is_not_an_outage_never_keeps_a_key_valid(engine):
+    key, _ = create_key(engine, "ivan")
+    cache = KeyCache(engine, ttl=0.05)
+    cache.lookup(key)
+    time.sleep(0.1)
+
+    def broken(digest):
+        raise AttributeError("a bug, not the database")
+    cache._load = broken
+    with pytest.raises(AttributeError):
+        cache.lookup(key)
+
+
+def test_a_reload_that_hangs_is_not_waited_on_past_the_ttl(engine):
+    key, key_id = create_key(engine, "judy")
+    cache = KeyCache(engine, ttl=0.05)
+    cache.lookup(key)
+    time.sleep(0.1)
+    digest = keys_module.hash_key(key)
+    cache._loading[digest] = time.monotonic()         # another request's reload, just started
+    assert cache.lookup(key).id == key_id             # the last answer, meanwhile
+    revoke_key(engine, str(key_id))
+    cache._loading[digest] = time.monotonic() - 1     # ... and still not back after the ttl
+    assert cache.lookup(key) is None                  # this request asks the database itself
 
 
 def test_revoke_by_prefix(engine):
