@@ -26,7 +26,7 @@ log = logging.getLogger("gateway")
 
 
 class KeyStoreUnavailable(Exception):
-    """The database could not say whether a key is valid, and the key was not known before."""
+    """The database could not say whether a key is valid, and the key was not confirmed valid recently."""
 
 
 def generate_key():
@@ -163,8 +163,9 @@ class KeyCache:
     def _say_failing(self, e):
         if not self._failing:
             self._failing = True
+            cause = getattr(e, "orig", None) or e  # the driver's message, without SQLAlchemy's statement and parameters
             log.warning("could not look up an API key (%s: %s); keys confirmed valid in the last %d s stay valid "
-                        "until the database answers again", type(e).__name__, str(e).strip()[:200],
+                        "until the database answers again", type(e).__name__, str(cause).strip()[:200],
                         self.max_stale)
 
     def _load(self, digest):
