@@ -26,12 +26,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def server():
+def _serve():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.daemon_threads = True
     srv.peers = []
     threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+@pytest.fixture
+def server():
+    srv = _serve()
     yield srv
     srv.shutdown()
     srv.server_close()
@@ -98,6 +103,30 @@ def test_connections_through_a_proxy_keep_the_idle_clock_and_are_closed(server, 
                              stream=False)
     assert resp.status_code == 200 and server.peers
     assert pools.close_idle(session, max_idle=5, now=time.monotonic() + 6, keep=0) == 1
+
+
+def test_the_pool_is_remembered_per_url_while_its_manager_holds_it():
+    servers = [_serve() for _ in range(5)]
+    try:
+        session = transport.make_session(4)          # its manager keeps 4 origins: the fifth evicts the first
+        adapter = session.get_adapter("http://x")
+        _call(session, servers[0])
+        [first] = adapter._pool_for.values()
+        _call(session, servers[0])
+        assert list(adapter._pool_for.values()) == [first] and len(set(servers[0].peers)) == 1
+        for srv in servers[1:]:
+            _call(session, srv)
+        assert not pools._held(adapter.poolmanager, first)     # evicted by urllib3
+        _call(session, servers[0])
+        again = adapter._pool_for[next(k for k in adapter._pool_for if str(servers[0].server_address[1]) in k[0])]
+        assert again is not first and pools._held(adapter.poolmanager, again)
+        assert pools.close_idle(session, max_idle=0, now=time.monotonic() + 1, keep=0) == 4  # all reachable
+        session.close()
+        _call(session, servers[0])                   # closed with the session: made again
+    finally:
+        for srv in servers:
+            srv.shutdown()
+            srv.server_close()
 
 
 def test_image_download_pools_keep_the_idle_clock():
