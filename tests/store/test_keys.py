@@ -65,11 +65,17 @@ def test_lookups_within_the_ttl_do_not_query_the_database(engine):
     assert calls == []
 
 
-def test_while_an_expired_key_is_reloaded_the_others_use_its_last_answer(engine):
-    key, key_id = create_key(engine, "erin")
-    cache = KeyCache(engine, ttl=0.05)
+def _expired(engine, name, **cache_args):
+    """A key, and a cache (TTL 0.05 s) that looked it up once and whose entry has just expired."""
+    key, key_id = create_key(engine, name)
+    cache = KeyCache(engine, ttl=0.05, **cache_args)
     cache.lookup(key)
-    time.sleep(0.1)                                   # expired
+    time.sleep(0.15)
+    return key, key_id, cache
+
+
+def test_while_an_expired_key_is_reloaded_the_others_use_its_last_answer(engine):
+    key, key_id, cache = _expired(engine, "erin")
     load, seen, queries = cache._load, [], []
 
     def slow_load(digest):                            # the query is in flight: other requests come in
@@ -86,10 +92,7 @@ def _down(digest):
 
 
 def test_with_the_database_down_a_key_seen_valid_stays_valid_and_is_retried_once_a_second(engine, caplog):
-    key, key_id = create_key(engine, "frank")
-    cache = KeyCache(engine, ttl=0.05)
-    cache.lookup(key)
-    time.sleep(0.1)
+    key, key_id, cache = _expired(engine, "frank")
     load, calls = cache._load, []
     cache._load = lambda digest: (calls.append(digest), _down(digest))
     for _ in range(50):
@@ -116,20 +119,14 @@ def test_with_the_database_down_an_unseen_key_is_refused_without_a_query_per_req
 
 
 def test_a_key_confirmed_too_long_ago_is_not_kept_valid_through_an_outage(engine):
-    key, _ = create_key(engine, "heidi")
-    cache = KeyCache(engine, ttl=0.05, max_stale=0.1)
-    cache.lookup(key)
-    time.sleep(0.15)
+    key, _, cache = _expired(engine, "heidi", max_stale=0.1)
     cache._load = _down
     with pytest.raises(KeyStoreUnavailable):
         cache.lookup(key)
 
 
 def test_an_error_that_is_not_an_outage_never_keeps_a_key_valid(engine):
-    key, _ = create_key(engine, "ivan")
-    cache = KeyCache(engine, ttl=0.05)
-    cache.lookup(key)
-    time.sleep(0.1)
+    key, _, cache = _expired(engine, "ivan")
 
     def broken(digest):
         raise AttributeError("a bug, not the database")
@@ -139,10 +136,7 @@ def test_an_error_that_is_not_an_outage_never_keeps_a_key_valid(engine):
 
 
 def test_a_reload_that_hangs_is_not_waited_on_past_the_ttl(engine):
-    key, key_id = create_key(engine, "judy")
-    cache = KeyCache(engine, ttl=0.05)
-    cache.lookup(key)
-    time.sleep(0.1)
+    key, key_id, cache = _expired(engine, "judy")
     digest = keys_module.hash_key(key)
     cache._loading[digest] = time.monotonic()         # another request's reload, just started
     assert cache.lookup(key).id == key_id             # the last answer, meanwhile
