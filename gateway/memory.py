@@ -16,7 +16,7 @@ import gc
 import os
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-GROWTH_BYTES = 16 << 20  # trim again only after this much growth since the last trim
+GROWTH_BYTES = 16 << 20  # trim again only after RSS, or the heap's free memory, grew this much
 
 
 def _malloc_trim():
