@@ -180,6 +180,23 @@ class ChatRequest(Schema):
 
 
 _SCHEMA = ChatRequest()
+_DECLARED = tuple(_SCHEMA.fields)
+_REQUIRED = frozenset(name for name, field in _SCHEMA.fields.items() if field.required)
+_BY_FIELDS = {}  # frozenset of the declared fields a body has -> a schema of just those
+_MAX_VARIANTS = 256
+
+
+def _schema_for(body):
+    """A schema of only the declared fields this body has (the required ones always): marshmallow visits
+    every declared field on each load, and a typical body has 2 to 5 of the 23. Built once per set of
+    fields, in declared order, so errors come in the same order; past _MAX_VARIANTS sets, the whole schema."""
+    present = _REQUIRED.union(name for name in body if name in _SCHEMA.fields)
+    schema = _BY_FIELDS.get(present)
+    if schema is None:
+        if len(_BY_FIELDS) >= _MAX_VARIANTS:
+            return _SCHEMA
+        schema = _BY_FIELDS[present] = ChatRequest(only=tuple(n for n in _DECLARED if n in present))
+    return schema
 
 
 def _first_error(messages, prefix=""):
@@ -207,7 +224,7 @@ def validate_chat(body):
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object.", param=None, code="invalid_body")
     try:
-        _SCHEMA.load(body)
+        _schema_for(body).load(body)
     except ValidationError as e:
         param, message = _first_error(e.messages)
         if param == "_schema":
