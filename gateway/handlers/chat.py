@@ -42,12 +42,11 @@ def _data(obj):
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
-def _cache_key(gw, body):
+def _cache_key(gw, body, key, headers):
     """The cache key for this request, or None when the cache is off for it."""
-    key = g.api_key
     if not key.cache_enabled:
         return None
-    directives = (request.headers.get("Cache-Control") or "").lower()
+    directives = (headers.get("Cache-Control") or "").lower()
     if "no-cache" in directives or "no-store" in directives:
         return None
     if body.get("logprobs"):
@@ -63,13 +62,14 @@ def _left():
 @bp.post("/v1/chat/completions")
 def chat_completions():
     gw = current_app.extensions["gateway"]
+    g_ = g._get_current_object()  # each access through a proxy is a context look-up
     body = validate_chat(parse_json())
-    g.body = body
+    g_.body = body
     model = gw.registry.resolve(body["model"])
     if model is None:
         raise ApiError(404, f"The model `{body['model']}` does not exist or is not routed by this gateway.",
                        param="model", code="model_not_found")
-    key = _cache_key(gw, body)
+    key = _cache_key(gw, body, g_.api_key, request.headers)
     if body.get("stream"):
         return _stream(gw, body, model, key)
     return _complete(gw, body, model, key)
@@ -97,44 +97,50 @@ def _complete(gw, body, model, key):
         g.cost = accounting.cost(gw, outcome.model, g.usage)
         return _entry(completion, outcome, g.cost)
 
+    g_ = g._get_current_object()
     if key is None:
         entry, hit = compute(), False
     else:
-        entry, hit = gw.cache.get_or_compute(key, compute, g.api_key.cache_ttl_seconds, wait_timeout=_left())
+        entry, hit = gw.cache.get_or_compute(key, compute, g_.api_key.cache_ttl_seconds, wait_timeout=_left())
     completion = entry["completion"]
     if hit:
         completion = {**completion, "id": new_completion_id(), "created": now()}
         _as_cache_hit(entry, completion.get("usage"))
-    completion["cost_usd"] = float(g.cost) if g.get("cost") is not None else None
+    cost = g_.get("cost")
+    completion["cost_usd"] = float(cost) if cost is not None else None
     completion["latency_ms"] = _latency_ms()
-    g.answer = [c.get("message") for c in completion.get("choices") or ()]
+    g_.answer = [c.get("message") for c in completion.get("choices") or ()]
     resp = Response(orjson.dumps(completion), mimetype="application/json")
     _route_headers(resp, entry, hit, key)
     return resp
 
 
 def _as_cache_hit(entry, usage):
-    g.cache_hit = True
-    g.usage = usage
-    g.cost = Decimal(0)
-    g.saved = entry.get("cost_usd")
-    g.cached_model, g.cached_provider = entry.get("model"), entry.get("provider")
+    g_ = g._get_current_object()
+    g_.cache_hit = True
+    g_.usage = usage
+    g_.cost = Decimal(0)
+    g_.saved = entry.get("cost_usd")
+    g_.cached_model, g_.cached_provider = entry.get("model"), entry.get("provider")
 
 
 def _route_headers(resp, entry, hit, key):
-    outcome = g.get("outcome")
+    """The routing headers of a response just built (none of them set yet: added, not looked for)."""
+    g_ = g._get_current_object()
+    outcome = g_.get("outcome")
     if hit or outcome is None:
-        resp.headers.update({"X-Provider": entry["provider"], "X-Model": entry["model"], "X-Failover": "false"})
+        route = [("X-Provider", entry["provider"]), ("X-Model", entry["model"]), ("X-Failover", "false")]
     else:
-        resp.headers.update({"X-Provider": outcome.provider, "X-Model": outcome.model.name,
-                             "X-Failover": "true" if outcome.failover_used else "false"})
+        route = [("X-Provider", outcome.provider), ("X-Model", outcome.model.name),
+                 ("X-Failover", "true" if outcome.failover_used else "false")]
         if outcome.failover_used:
-            resp.headers["X-Original-Provider"] = outcome.original_provider
+            route.append(("X-Original-Provider", outcome.original_provider))
     if key is not None:
-        resp.headers["X-Cache-Hit"] = "exact" if hit else "miss"
-    if g.get("cost") is not None:   # unpriced: no header rather than a false zero
-        resp.headers["X-Cost-USD"] = accounting.header(g.cost)
-    resp.headers["X-Latency-Ms"] = str(_latency_ms())
+        route.append(("X-Cache-Hit", "exact" if hit else "miss"))
+    if g_.get("cost") is not None:   # unpriced: no header rather than a false zero
+        route.append(("X-Cost-USD", accounting.header(g_.cost)))
+    route.append(("X-Latency-Ms", str(_latency_ms())))
+    resp.headers.extend(route)
 
 
 def _sse_response(gen):

@@ -23,7 +23,7 @@ def enforce():
 def headers(resp):
     decision = g.get("ratelimit")
     if decision is not None:
-        resp.headers["X-RateLimit-Limit"] = str(decision.limit)
-        resp.headers["X-RateLimit-Remaining"] = str(decision.remaining)
-        resp.headers["X-RateLimit-Reset"] = str(math.ceil(decision.reset_seconds))
+        resp.headers.extend((("X-RateLimit-Limit", str(decision.limit)),   # only set here: added, not looked for
+                             ("X-RateLimit-Remaining", str(decision.remaining)),
+                             ("X-RateLimit-Reset", str(math.ceil(decision.reset_seconds)))))
     return resp
