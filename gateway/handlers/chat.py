@@ -17,8 +17,19 @@ bp = Blueprint("chat", __name__)
 DONE = b"data: [DONE]\n\n"
 
 
+def _body_bytes():
+    """The request body: with a Content-Length within MAX_CONTENT_LENGTH, from a server that ends the input
+    stream itself (gunicorn sets wsgi.input_terminated), read straight from the stream; otherwise through
+    werkzeug's wrapped stream, which answers 413 past the limit and bounds a chunked body as it reads."""
+    environ, length = request.environ, request.content_length
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if length is not None and "wsgi.input_terminated" in environ and (limit is None or length <= limit):
+        return environ["wsgi.input"].read(length)
+    return request.get_data(cache=False)
+
+
 def parse_json():
-    raw = request.get_data(cache=False)
+    raw = _body_bytes()
     if not raw:
         raise ApiError(400, "The request body is empty; expected a JSON object.", code="invalid_json")
     try:

@@ -66,11 +66,29 @@ def test_unknown_model_is_404_model_not_found(client):
     assert err["code"] == "model_not_found" and err["param"] == "model"
 
 
-def test_body_over_the_limit_is_413(make_app):
+# gunicorn sets wsgi.input_terminated (it ends the input stream itself), and the body is then read from the
+# stream directly; werkzeug's test client does not, and werkzeug's wrapped stream reads it.
+SERVERS = [pytest.param({}, id="plain-wsgi"), pytest.param({"wsgi.input_terminated": True}, id="input-terminated")]
+
+
+@pytest.mark.parametrize("environ", SERVERS)
+def test_body_over_the_limit_is_413(make_app, environ):
     app, key = make_app(GATEWAY_MAX_REQUEST_BYTES="2048")
     big = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x" * 4096}]}
-    resp = app.test_client().post("/v1/chat/completions", json=big, headers={"Authorization": f"Bearer {key}"})
+    resp = app.test_client().post("/v1/chat/completions", json=big, headers={"Authorization": f"Bearer {key}"},
+                                  environ_overrides=environ)
     assert _error(resp, 413)["code"] == "request_too_large"
+
+
+@pytest.mark.parametrize("environ", SERVERS)
+def test_a_body_at_the_limit_is_read_whole(make_app, environ):
+    app, key = make_app(GATEWAY_MAX_REQUEST_BYTES="2048")
+    body = b'{"model": "gpt-4o-mini", "messages": [], "pad": "' + b"x" * 1000 + b'"}'
+    body = body.replace(b'"pad": "', b'"pad": "' + b"y" * (2048 - len(body)))
+    assert len(body) == 2048
+    resp = app.test_client().post("/v1/chat/completions", data=body, content_type="application/json",
+                                  headers={"Authorization": f"Bearer {key}"}, environ_overrides=environ)
+    assert _error(resp, 400)["param"] == "messages"   # parsed whole: the check after parsing names the field
 
 
 def test_wrong_method_is_405(client):
