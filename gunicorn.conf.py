@@ -58,10 +58,13 @@ def child_exit(server, worker):
 
 
 def worker_exit(server, worker):
-    """A stopping worker writes out the request logs it still holds (to the database or the spool)."""
+    """A stopping worker writes out the request logs it still holds (to the database or the spool) and the
+    metrics it has counted since its last flush."""
     app = getattr(worker, "wsgi", None)
     gateway = getattr(app, "extensions", {}).get("gateway") if app is not None else None
     if gateway is not None:
+        from gateway import metrics
+        metrics.TALLY.flush()
         gateway.log_writer.stop(timeout=10)
 
 

@@ -13,6 +13,7 @@ from gateway import memory
 from gateway.handlers import chat, errors, health, models
 from gateway.handlers import metrics as metrics_endpoint
 from gateway import accounting
+from gateway import metrics as metrics_module
 from gateway.cache import exact
 from gateway.middleware import cors, ratelimit as ratelimit_hook
 from gateway.middleware.auth import authenticate
@@ -36,6 +37,7 @@ log = logging.getLogger("gateway")
 PROVIDER_CLASSES = {"openai": OpenAIProvider, "anthropic": AnthropicProvider, "gemini": GeminiProvider}
 _LAST_USED_FLUSH_SECONDS = 15.0
 _MEMORY_CHECK_SECONDS = 5.0
+_METRICS_FLUSH_SECONDS = 1.0
 
 
 @dataclasses.dataclass
@@ -69,6 +71,15 @@ class Gateway:
         self.log_writer.start()  # also replays spool files a dead worker left behind
         threading.Thread(target=self._flush_loop, name="gateway-last-used", daemon=True).start()
         threading.Thread(target=self._memory_loop, name="gateway-memory", daemon=True).start()
+        threading.Thread(target=self._metrics_loop, name="gateway-metrics", daemon=True).start()
+
+    def _metrics_loop(self):
+        while True:
+            time.sleep(_METRICS_FLUSH_SECONDS)
+            try:
+                metrics_module.TALLY.flush()
+            except Exception:  # noqa: BLE001 - never worth a worker
+                log.warning("could not write the metrics", exc_info=True)
 
     def _memory_loop(self):
         trimmer = memory.Trimmer()

@@ -140,6 +140,7 @@ def test_with_request_logging_off_no_row_is_queued_but_metrics_still_count(make_
     gw.log_writer.flush(timeout=10)
     with gw.engine.connect() as conn:
         assert conn.execute(select(gateway_logs)).all() == []
+    metrics.TALLY.flush()
     assert counted._value.get() == before + 1
 
 
