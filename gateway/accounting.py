@@ -5,6 +5,7 @@ import json
 import time
 from decimal import Decimal
 
+import orjson
 from flask import g, request
 
 from gateway import metrics
@@ -31,7 +32,7 @@ def _attempts(outcome):
     """Failed attempts, then the chain members skipped (no key, breaker open), for the log row."""
     if outcome is None or not (outcome.attempts or outcome.skipped):
         return None
-    return json.dumps(outcome.attempts + [{**s, "skipped": True} for s in outcome.skipped])
+    return orjson.dumps(outcome.attempts + [{**s, "skipped": True} for s in outcome.skipped]).decode()
 
 
 def record(gw, status, stream=False):

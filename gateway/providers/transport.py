@@ -196,12 +196,21 @@ def complete(session, provider, request, model, id_, created, timeout):
     if resp.status_code >= 400:
         raise _error_from_response(provider, resp)
     try:
-        data = resp.json()
+        data = _json_body(resp)
     except ValueError:
         raise _fault(502, f"{provider.name} returned a body that is not JSON.", "malformed") from None
     if not isinstance(data, dict):
         raise _fault(502, f"{provider.name} returned JSON that is not an object.", "malformed")
     return provider.parse(data, model, id_, created)
+
+
+def _json_body(resp):
+    """The response's JSON: orjson for a UTF-8 body (what every provider sends), requests' own decoding (which
+    detects UTF-16 and UTF-32) for what orjson refuses. Either way, ValueError when it is not JSON."""
+    try:
+        return orjson.loads(resp.content)
+    except orjson.JSONDecodeError:
+        return resp.json()
 
 
 def _set_timeout(resp, seconds):

@@ -177,3 +177,23 @@ def test_provider_keys_lose_the_white_space_of_a_mounted_secret():
 def test_a_bad_header_is_failed_over_not_retried():
     from gateway.providers.failover import RETRY_ONCE
     assert "bad_header" not in RETRY_ONCE and "redirect" not in RETRY_ONCE
+
+
+@pytest.mark.parametrize("raw,expected", [
+    (b'{"a": "caf\xc3\xa9", "n": 1}', {"a": "café", "n": 1}),                       # UTF-8: orjson
+    ('{"a": "café"}'.encode("utf-16"), {"a": "café"}),                               # UTF-16 with BOM: requests
+])
+def test_a_json_body_is_read_whichever_way_it_needs(raw, expected):
+    import requests
+    resp = requests.Response()
+    resp._content, resp.status_code = raw, 200
+    assert transport._json_body(resp) == expected
+
+
+@pytest.mark.parametrize("raw", [b"", b"<html>502</html>", b'{"a": '])
+def test_a_body_that_is_not_json_is_a_value_error(raw):
+    import requests
+    resp = requests.Response()
+    resp._content, resp.status_code = raw, 200
+    with pytest.raises(ValueError):
+        transport._json_body(resp)
