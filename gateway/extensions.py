@@ -79,27 +79,35 @@ def redis_command(client, *args):
     catch one Redis closed while it sat idle. Here such a connection fails on use instead and the command is
     sent once more on a new one, as the client's own retry would: a Redis restart costs no command."""
     import redis
-    from redis.exceptions import ResponseError
     pool = client.connection_pool
     if not isinstance(pool, redis.BlockingConnectionPool):
-        return _on(pool.get_connection(), pool.release, args)
+        conn = pool.get_connection()
+        try:
+            return _send(conn, args)
+        finally:
+            pool.release(conn)
     conn, reused = _checkout(pool)
+    try:
+        try:
+            return _send(conn, args)
+        except redis.ConnectionError:
+            if not reused:
+                raise
+            return _send(conn, args)  # closed while idle (a restart): once more, on a new connection
+    finally:
+        pool.pool.put_nowait(conn)
+
+
+def _send(conn, args):
+    from redis.exceptions import ResponseError
     try:
         conn.send_command(*args)
         return conn.read_response()
-    except redis.ConnectionError:
-        if not reused:
-            conn.disconnect()
-            raise
-        conn.disconnect()  # closed while idle (a restart): once more, on a new connection
-        return _on(conn, lambda _: None, args)
     except ResponseError:
         raise  # a whole error reply (NOSCRIPT, OOM, ...): the connection is clean and stays
     except BaseException:
-        conn.disconnect()  # a half-read reply must not reach the next caller
+        conn.disconnect()  # a half-read reply must not reach the next caller; the next send reconnects
         raise
-    finally:
-        pool.pool.put_nowait(conn)
 
 
 def _checkout(pool):
@@ -121,16 +129,3 @@ def _checkout(pool):
             raise
     return conn, conn._sock is not None
 
-
-def _on(conn, release, args):
-    from redis.exceptions import ResponseError
-    try:
-        conn.send_command(*args)
-        return conn.read_response()
-    except ResponseError:
-        raise
-    except BaseException:
-        conn.disconnect()
-        raise
-    finally:
-        release(conn)
