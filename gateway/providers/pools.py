@@ -11,7 +11,10 @@ newest few stay open however long they wait, so a quiet gateway's next call does
 import contextlib
 import time
 
+from requests import Response
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+from requests.utils import get_encoding_from_headers
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import ProxyManager
 
@@ -44,6 +47,7 @@ class Adapter(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = self.pool_classes
         self._pool_for = {}
+        self._target_for = {}
 
     def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
         """The pool for this request, remembered per URL and TLS settings, which are all it depends on when
@@ -61,6 +65,33 @@ class Adapter(HTTPAdapter):
                 self._pool_for.clear()
             self._pool_for[key] = pool
         return pool
+
+    def request_url(self, request, proxies):
+        """The request line's target: without a proxy, the URL's path and query, as requests gives it, read
+        once per URL rather than after a proxy look-up and a URL parse on every call."""
+        if proxies:
+            return super().request_url(request, proxies)
+        target = self._target_for.get(request.url)
+        if target is None:
+            target = super().request_url(request, proxies)
+            if len(self._target_for) >= _POOLS_REMEMBERED:
+                self._target_for.clear()
+            self._target_for[request.url] = target
+        return target
+
+    def build_response(self, req, resp):
+        """requests' Response, without reading Set-Cookie into a jar: the gateway sends no cookie an
+        upstream or an image host sets (make_session keeps none), so the parse (~2% of a call) served nothing."""
+        response = Response()
+        response.status_code = getattr(resp, "status", None)
+        response.headers = CaseInsensitiveDict(getattr(resp, "headers", {}))
+        response.encoding = get_encoding_from_headers(response.headers)
+        response.raw = resp
+        response.reason = resp.reason
+        response.url = req.url.decode("utf-8") if isinstance(req.url, bytes) else req.url
+        response.request = req
+        response.connection = self
+        return response
 
     def proxy_manager_for(self, proxy, **proxy_kwargs):
         """Through HTTP(S)_PROXY too (a SOCKS proxy keeps its own pool classes)."""

@@ -15,9 +15,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.server.peers.append(self.client_address[1])
+        self.server.paths.append(self.path)
         body = json.dumps({"ok": True}).encode()
         self.send_response(200)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Set-Cookie", "session=abc; Path=/")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -30,6 +32,7 @@ def _serve():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.daemon_threads = True
     srv.peers = []
+    srv.paths = []
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     return srv
 
@@ -138,3 +141,27 @@ def test_image_download_pools_keep_the_idle_clock():
 def _pool(session):
     [pool] = pools._pools(session.get_adapter("http://x").poolmanager)
     return pool
+
+
+def test_the_request_line_carries_the_path_and_query_each_time(server, monkeypatch):
+    session = transport.make_session(4)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    for path in ("/v1/chat/completions", "/v1beta/models/m:generateContent?alt=sse", "/v1/chat/completions"):
+        session.post_json(base + path, {}, {"model": "m"}, timeout=5, stream=False)
+    assert server.paths == ["/v1/chat/completions", "/v1beta/models/m:generateContent?alt=sse",
+                            "/v1/chat/completions"]
+    monkeypatch.setenv("HTTP_PROXY", base)   # through a proxy: the absolute URL, as requests sends it
+    session = transport.make_session(4)
+    session.post_json("http://upstream.invalid/v1/chat/completions?x=1", {}, {"model": "m"}, timeout=5,
+                      stream=False)
+    assert server.paths[-1] == "http://upstream.invalid/v1/chat/completions?x=1"
+
+
+def test_a_response_is_whole_but_keeps_no_cookie(server):
+    session = transport.make_session(4)
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1/chat/completions"
+    resp = session.post_json(url, {}, {"model": "m"}, timeout=5, stream=False)
+    assert (resp.status_code, resp.reason, resp.url) == (200, "OK", url)
+    assert resp.headers["content-type"] == "application/json; charset=utf-8" and resp.encoding == "utf-8"
+    assert resp.json() == {"ok": True} and resp.request.url == url
+    assert resp.headers["Set-Cookie"] and len(resp.cookies) == 0 and len(session.cookies) == 0
