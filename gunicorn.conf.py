@@ -38,7 +38,7 @@ max_requests = int(os.environ.get("GATEWAY_MAX_REQUESTS", "50000"))
 max_requests_jitter = max(1, max_requests // 10) if max_requests else 0
 forwarded_allow_ips = os.environ.get("GATEWAY_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 accesslog = os.environ.get("GATEWAY_ACCESS_LOG", "-") or None
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({x-request-id}o)s'
+access_log_format = ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({x-request-id}o)s'
 errorlog = "-"
 loglevel = os.environ.get("GATEWAY_LOG_LEVEL", "info").lower()
 preload_app = False
@@ -106,3 +106,43 @@ def _loop_now():
         return gevent.get_hub().loop.now()
     except Exception:  # noqa: BLE001 - no gevent at all: nothing to balance
         return None
+
+
+# The access log line, written straight for the format above. gunicorn's own path builds a dict of every
+# request header, response header and environ variable (and escapes each) for a line that reads six of
+# them: ~6% of a cache hit's CPU. The line is the same (a test compares them) and goes through the same
+# logger and handlers; another access_log_format (GUNICORN_CMD_ARGS, say) takes gunicorn's path.
+def _access_logger_class():
+    from gunicorn import glogging
+
+    def esc(value):
+        return value.replace('"', '\\"')
+
+    class AccessLogger(glogging.Logger):
+        def access(self, resp, req, environ, request_time):
+            if self.cfg.access_log_format != ACCESS_LOG_FORMAT:
+                return super().access(resp, req, environ, request_time)
+            if not self.access_log_enabled:
+                return
+            status = resp.status
+            if isinstance(status, str):
+                status = status.split(None, 1)[0]
+            sent = getattr(resp, "sent", None)
+            request_id = next((v for k, v in resp.headers if k.lower() == "x-request-id"), "-")
+            line = '%s "%s" %s %s %sms request_id=%s' % (
+                esc(environ.get("REMOTE_ADDR", "-")),
+                esc(f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} {environ['SERVER_PROTOCOL']}"),
+                esc(status) if isinstance(status, str) else status,
+                sent is not None and str(sent) or "-",
+                request_time.seconds * 1000 + int(request_time.microseconds / 1000),
+                esc(request_id) if isinstance(request_id, str) else request_id)
+            try:
+                self.access_log.info("%s", line)
+            except Exception:  # noqa: BLE001 - as gunicorn does: a log line never fails a request
+                import traceback
+                self.error(traceback.format_exc())
+
+    return AccessLogger
+
+
+logger_class = _access_logger_class()

@@ -107,6 +107,21 @@ def test_metrics_count_every_worker(start_gateway, simulator):
     assert _sum(text, "gateway_tokens_total", kind="completion") > 0
 
 
+def test_the_access_log_line_names_each_request(start_gateway, simulator):
+    gw = start_gateway(simulator, GATEWAY_ACCESS_LOG="-")
+    ok = requests.post(gw.base_url + "/v1/chat/completions", headers=gw.headers, json=CHAT, timeout=10)
+    bad = requests.get(gw.base_url + "/v1/nowhere?x=1", headers=gw.headers, timeout=10)
+    assert ok.status_code == 200 and bad.status_code == 404
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and gw.log().count(" request_id=") < 2:
+        time.sleep(0.05)
+    log = gw.log()
+    assert re.search(r'^127\.0\.0\.1 "POST /v1/chat/completions HTTP/1\.1" 200 %d \d+ms request_id=%s$'
+                     % (len(ok.content), ok.headers["X-Request-Id"]), log, re.M), log[-2000:]
+    assert re.search(r'^127\.0\.0\.1 "GET /v1/nowhere\?x=1 HTTP/1\.1" 404 \d+ \d+ms request_id=%s$'
+                     % bad.headers["X-Request-Id"], log, re.M), log[-2000:]
+
+
 def test_metrics_need_the_token_when_one_is_set(start_gateway, simulator):
     gw = start_gateway(simulator, GATEWAY_METRICS_TOKEN="scrape-me")
     assert requests.get(gw.base_url + "/metrics", timeout=5).status_code == 403
