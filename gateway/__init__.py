@@ -91,15 +91,17 @@ class Gateway:
     def memory_check(self, trimmer, seen):
         """Close upstream connections idle too long, then trim the heap if the worker was quiet: no request
         started since `seen` (requests started, as of the last check) and none in flight, held streams
-        included. Returns the requests started so far."""
+        included. The trimmer is told how many connections were closed: their pages are given back only by a
+        trim. Returns the requests started so far."""
         now_seen, in_flight = self.activity.reading()
+        closed = 0
         for session in [*self.sessions.values(), *fetch.sessions_made()]:
             try:
-                pools.close_idle(session, self.settings.upstream_idle_seconds)
+                closed += pools.close_idle(session, self.settings.upstream_idle_seconds) or 0
             except Exception:  # noqa: BLE001 - never worth a worker
                 log.warning("could not close idle upstream connections", exc_info=True)
         try:
-            trimmer.tick(quiet=now_seen == seen and in_flight <= 0)
+            trimmer.tick(quiet=now_seen == seen and in_flight <= 0, released=closed)
         except Exception:  # noqa: BLE001 - never worth a worker
             log.warning("could not return freed memory to the system", exc_info=True)
         return now_seen

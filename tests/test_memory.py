@@ -60,6 +60,26 @@ def test_it_trims_again_once_the_heap_holds_that_much_more_free_memory():
     assert heap.trims == 2
 
 
+def test_after_many_idle_connections_are_closed_the_next_quiet_check_trims_whatever_the_growth():
+    heap = FakeHeap(140 * MB)
+    t = trimmer(heap)
+    t.tick(quiet=True)                          # 120 MB after
+    heap.free += 1 * MB                         # a few KB per connection closed: far below the threshold
+    assert t.tick(quiet=True, released=10) is None      # a few: not worth a trim
+    assert t.tick(quiet=False, released=60) is None     # 70 in all, but busy: remembered, not done
+    assert t.tick(quiet=True) == 20 * MB        # the first quiet check trims
+    assert t.tick(quiet=True) is None           # and only once
+    assert heap.trims == 2
+
+
+def test_a_trim_empties_the_method_cache_first(monkeypatch):
+    cleared = []
+    monkeypatch.setattr(sys, "_clear_type_cache", lambda: cleared.append(True))
+    heap = FakeHeap(140 * MB)
+    trimmer(heap).tick(quiet=True)
+    assert cleared == [True] and heap.trims == 1
+
+
 def test_malloc_reports_the_free_memory_a_trim_can_give_back():
     free = memory._malloc_free_bytes()
     assert free is not None                       # glibc 2.33+, as on this machine and in CI
@@ -129,16 +149,21 @@ def test_the_check_closes_idle_upstream_connections_busy_or_not(make_app, monkey
     closed = []
     images = object()                               # the image-download session, once one was made
     monkeypatch.setattr(fetch, "sessions_made", lambda: [images])
-    monkeypatch.setattr(pools, "close_idle", lambda session, max_idle: closed.append((session, max_idle)))
+    counts = iter([0] * len(gw.sessions) + [0] + [0] * len(gw.sessions) + [3])
+
+    def close_idle(session, max_idle):
+        closed.append((session, max_idle))
+        return next(counts)
+    monkeypatch.setattr(pools, "close_idle", close_idle)
     ticks = []
 
     class Trimmer:
-        def tick(self, quiet):
-            ticks.append(quiet)
+        def tick(self, quiet, released=0):
+            ticks.append((quiet, released))
 
     seen = gw.memory_check(Trimmer(), gw.activity.started)
     every = [(s, 7.0) for s in [*gw.sessions.values(), images]]
-    assert closed == every and ticks == [True]
+    assert closed == every and ticks == [(True, 0)]
     gw.activity.started += 1                        # a request started since: not quiet, still closed
     assert gw.memory_check(Trimmer(), seen) == seen + 1
-    assert closed == every * 2 and ticks == [True, False]
+    assert closed == every * 2 and ticks == [(True, 0), (False, 3)]   # 3 closed: the trimmer is told
