@@ -91,8 +91,12 @@ class _Session(requests.Session):
 
 
 def _json_bytes(body):
+    """The body as JSON, in a bytes object of its own size. orjson's output keeps the buffer it was written
+    in, which is ~4 KB for a short body and ~10 times the body for a long one (5 KB of JSON held 65 KB), and
+    the request's body lives as long as its response: for a stream, until its last event. The copy costs
+    ~0.1 µs per KB."""
     try:
-        return orjson.dumps(body)
+        return bytes(memoryview(orjson.dumps(body)))
     except orjson.JSONEncodeError:  # what orjson refuses (an integer past 64 bits) the standard library writes
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 

@@ -1,4 +1,6 @@
 """The upstream session reads requests' environment settings (proxies, CA bundle) once per origin."""
+import json
+
 import pytest
 import responses as responses_lib
 
@@ -197,3 +199,18 @@ def test_a_body_that_is_not_json_is_a_value_error(raw):
     resp._content, resp.status_code = raw, 200
     with pytest.raises(ValueError):
         transport._json_body(resp)
+
+
+def test_the_request_body_is_held_in_a_bytes_object_of_its_own_size():
+    import sys
+    import tracemalloc
+    body = {"model": "m", "messages": [{"role": "user", "content": "x" * 5000}]}
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        data = transport._json_bytes(body)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert json.loads(data) == body
+    assert held < sys.getsizeof(data) + 512       # orjson's own output held ~13 times that
