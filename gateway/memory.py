@@ -3,9 +3,9 @@
 glibc keeps freed heap memory for reuse: a worker that held 1,000 streams stays at its high-water mark
 (~135 MB here) long after they end, though most of it is free. `malloc_trim(0)` returns the free pages
 wherever they are in the heap; with Python objects on malloc too (PYTHONMALLOC=malloc, see gunicorn.conf.py)
-a worker that held 1,000 streams settles within ~1 MB of where it was before them (~80 MB here, against
-86-107 MB before the two changes described below, and ~107-112 MB on Python's own allocator). A full garbage collection first frees what reference
-cycles still hold (a finished stream's frames and responses). Each takes tens of ms, and a request arriving
+a worker that held 1,000 streams settles within a few MB of where it was before them (~80 MB here, against
+86-107 MB before the two measures described below, and ~107-112 MB on Python's own allocator). A full garbage
+collection first frees what reference cycles still hold (a finished stream's frames and responses). Each takes tens of ms, and a request arriving
 meanwhile waits: the collection runs on the event loop, and the trim, though it runs in gevent's thread pool,
 holds the heap's lock, which the loop needs to allocate. So both run only when the worker was quiet for a whole
 check interval (health checks and metrics scrapes do not count) and has grown, or holds more free memory,
