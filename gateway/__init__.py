@@ -143,7 +143,9 @@ def build(settings):
 
 class _App(Flask):
     """Flask, asking once per function rather than on every call whether a view or hook is a coroutine:
-    Flask asks three or four times per request, and the gateway has no async views."""
+    Flask asks three or four times per request, and the gateway has no async views. The answers are kept for
+    at most _SYNC_KEPT functions: one made per request (after_this_request's) must not pile up."""
+    _SYNC_KEPT = 256
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -153,7 +155,9 @@ class _App(Flask):
         try:
             return self._sync[func]
         except KeyError:
-            synced = self._sync[func] = super().ensure_sync(func)
+            synced = super().ensure_sync(func)
+            if len(self._sync) < self._SYNC_KEPT:
+                self._sync[func] = synced
             return synced
 
 
