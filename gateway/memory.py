@@ -5,11 +5,12 @@ glibc keeps freed heap memory for reuse: a worker that held 1,000 streams stays 
 wherever they are in the heap; with Python objects on malloc too (PYTHONMALLOC=malloc, see gunicorn.conf.py)
 a worker that held 1,000 streams settles within a few MB of where it was before them (~80 MB here, against
 86-107 MB before the two measures described below, and ~107-112 MB on Python's own allocator). A full garbage
-collection first frees what reference cycles still hold (a finished stream's frames and responses). Each takes tens of ms, and a request arriving
-meanwhile waits: the collection runs on the event loop, and the trim, though it runs in gevent's thread pool,
-holds the heap's lock, which the loop needs to allocate. So both run only when the worker was quiet for a whole
-check interval (health checks and metrics scrapes do not count) and has grown, or holds more free memory,
-since it last trimmed, or has closed many idle upstream connections since. Without glibc it does nothing.
+collection first frees what reference cycles still hold (a finished stream's frames and responses). Each takes
+tens of ms, and a request arriving meanwhile waits: the collection runs on the event loop, and the trim, though
+it runs in gevent's thread pool, holds the heap's lock, which the loop needs to allocate. So both run only when
+the worker was quiet for a whole check interval (health checks and metrics scrapes do not count) and has grown,
+or holds more free memory, since it last trimmed, or has closed many idle upstream connections since. Without
+glibc it does nothing.
 
 A trim cannot give back a page that still holds one live object, and the few objects that outlive a burst are
 spread over all the pages it used. After 1,000 streams most of them were of two kinds (found by walking the

@@ -4,10 +4,11 @@ Every open stream holds one upstream connection, so a pool smaller than the conc
 reopen connections (a TLS handshake each, on a real provider) under steady load. But after a burst (1,000
 streams held at once) the pool keeps every connection, for connections the provider will drop anyway: only
 ~3 KB of objects each, but made in the middle of the burst, each keeps ~35 KB of heap pages resident (~30 MB a
-worker) until it is closed and the heap trimmed (gateway/memory.py). So a connection idle in its pool for `max_idle` seconds is
-closed, as httpx (the OpenAI SDK's client) does after 5 s. The pool hands out the most recently returned
-connection first, so under steady load the same working set stays warm and only the excess ages out; and the
-newest few stay open however long they wait, so a quiet gateway's next call does not pay a new handshake.
+worker) until it is closed and the heap trimmed (gateway/memory.py). So a connection idle in its pool for
+`max_idle` seconds is closed, as httpx (the OpenAI SDK's client) does after 5 s. The pool hands out the most
+recently returned connection first, so under steady load the same working set stays warm and only the excess
+ages out; and the newest few stay open however long they wait, so a quiet gateway's next call does not pay a
+new handshake.
 """
 import contextlib
 import time
