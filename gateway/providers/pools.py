@@ -21,7 +21,7 @@ from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import ProxyManager
 
 KEEP_WARM = 4  # per pool: the most recently used connections, never closed for being idle
-_POOLS_REMEMBERED = 256  # request URLs whose pool an adapter remembers (upstream URLs: a few per model)
+_POOLS_REMEMBERED = 256  # request URLs whose pool and target an adapter remembers (upstream URLs: a few per model)
 
 
 class _IdleSince:
@@ -62,10 +62,8 @@ class Adapter(HTTPAdapter):
         key = (request.url, verify, cert)
         pool = self._pool_for.get(key)
         if pool is None or not _held(self.poolmanager, pool):
-            pool = super().get_connection_with_tls_context(request, verify, proxies, cert)
-            if len(self._pool_for) >= _POOLS_REMEMBERED:  # image downloads reach any URL: start over
-                self._pool_for.clear()
-            self._pool_for[key] = pool
+            pool = _remember(self._pool_for, key, super().get_connection_with_tls_context(request, verify,
+                                                                                          proxies, cert))
         return pool
 
     def request_url(self, request, proxies):
@@ -75,10 +73,7 @@ class Adapter(HTTPAdapter):
             return super().request_url(request, proxies)
         target = self._target_for.get(request.url)
         if target is None:
-            target = super().request_url(request, proxies)
-            if len(self._target_for) >= _POOLS_REMEMBERED:
-                self._target_for.clear()
-            self._target_for[request.url] = target
+            target = _remember(self._target_for, request.url, super().request_url(request, proxies))
         return target
 
     def build_response(self, req, resp):
@@ -101,6 +96,15 @@ class Adapter(HTTPAdapter):
         if type(manager) is ProxyManager:
             manager.pool_classes_by_scheme = self.pool_classes
         return manager
+
+
+def _remember(memo, key, value):
+    """value, kept in `memo` under `key`; a memo that reached _POOLS_REMEMBERED entries starts over (image
+    downloads reach any URL)."""
+    if len(memo) >= _POOLS_REMEMBERED:
+        memo.clear()
+    memo[key] = value
+    return value
 
 
 def close_idle(session, max_idle, now=None, keep=KEEP_WARM):
