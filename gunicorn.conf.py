@@ -68,6 +68,12 @@ def worker_exit(server, worker):
         gateway.log_writer.stop(timeout=10)
 
 
+def post_worker_init(worker):
+    """Each worker sends a response's head with its first body bytes (gateway/serving.py)."""
+    from gateway import serving
+    serving.install()
+
+
 def when_ready(server):
     """Check keys, database and Redis once, before taking traffic; stop with a clear message if the
     schema is old. In a child process: importing the app's libraries here, in the master, would load
