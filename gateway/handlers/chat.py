@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import orjson
 from flask import Blueprint, Response, current_app, g, request, stream_with_context
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway import accounting, metrics
 from gateway.cache.exact import cache_key
@@ -18,14 +19,23 @@ DONE = b"data: [DONE]\n\n"
 
 
 def _body_bytes():
-    """The request body: with a Content-Length within MAX_CONTENT_LENGTH, from a server that ends the input
-    stream itself (gunicorn sets wsgi.input_terminated), read straight from the stream; otherwise through
-    werkzeug's wrapped stream, which answers 413 past the limit and bounds a chunked body as it reads."""
+    """The request body, at most MAX_CONTENT_LENGTH bytes (413 past it). From a server that ends the input
+    stream itself (gunicorn sets wsgi.input_terminated, and de-chunks a chunked body) it is read straight from
+    the stream: a chunked body has no Content-Length to check first, so one byte past the limit is asked for
+    and its arrival is the 413 (werkzeug's wrapped stream would stop at the limit and hand back a cut body).
+    Otherwise werkzeug reads it, answering 413 on a Content-Length past the limit."""
     environ, length = request.environ, request.content_length
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    if length is not None and "wsgi.input_terminated" in environ and (limit is None or length <= limit):
+    if "wsgi.input_terminated" not in environ or (length is not None and limit is not None and length > limit):
+        return request.get_data(cache=False)
+    if length is not None:
         return environ["wsgi.input"].read(length)
-    return request.get_data(cache=False)
+    if limit is None:
+        return environ["wsgi.input"].read()
+    data = environ["wsgi.input"].read(limit + 1)
+    if len(data) > limit:
+        raise RequestEntityTooLarge()
+    return data
 
 
 def parse_json():

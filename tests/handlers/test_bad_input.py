@@ -1,5 +1,8 @@
 """Every kind of bad input gets OpenAI's error shape with the right status, never a 500."""
+import json
+
 import pytest
+from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -89,6 +92,32 @@ def test_a_body_at_the_limit_is_read_whole(make_app, environ):
     resp = app.test_client().post("/v1/chat/completions", data=body, content_type="application/json",
                                   headers={"Authorization": f"Bearer {key}"}, environ_overrides=environ)
     assert _error(resp, 400)["param"] == "messages"   # parsed whole: the check after parsing names the field
+
+
+# A chunked body has no Content-Length: gunicorn de-chunks it and ends the stream (wsgi.input_terminated).
+def _chunked(app, key, body):
+    environ = EnvironBuilder(path="/v1/chat/completions", method="POST", data=body, content_type="application/json",
+                             headers={"Authorization": f"Bearer {key}"}).get_environ()
+    del environ["CONTENT_LENGTH"]
+    environ["wsgi.input_terminated"] = True
+    app_iter, status, headers = run_wsgi_app(app, environ)
+    return app.response_class(b"".join(app_iter), status, headers)
+
+
+@pytest.mark.parametrize("padding", [b"", b" " * 4096], ids=["cut-mid-json", "valid-json-then-padding"])
+def test_a_chunked_body_over_the_limit_is_413_not_cut(make_app, padding):
+    app, key = make_app(GATEWAY_MAX_REQUEST_BYTES="2048")
+    content = "x" * (0 if padding else 4096)
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]}).encode()
+    resp = _chunked(app, key, body + padding)
+    assert _error(resp, 413)["code"] == "request_too_large"
+
+
+def test_a_chunked_body_at_the_limit_is_read_whole(make_app):
+    app, key = make_app(GATEWAY_MAX_REQUEST_BYTES="2048")
+    body = b'{"model": "gpt-4o-mini", "messages": [], "pad": "' + b"x" * 1000 + b'"}'
+    body = body.replace(b'"pad": "', b'"pad": "' + b"y" * (2048 - len(body)))
+    assert _error(_chunked(app, key, body), 400)["param"] == "messages"
 
 
 def test_wrong_method_is_405(client):
