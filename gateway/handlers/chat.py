@@ -111,18 +111,26 @@ def _entry(completion, outcome, cost):
             "cost_usd": str(cost) if cost is not None else None, "created": completion.get("created")}
 
 
+# An answer from a fallback model is not stored: the cache holds answers of the model asked for. Stored, it
+# would answer that model's requests for the whole TTL after its provider recovered, and a request that turns
+# failover off (X-Gateway-Failover: off) would be handed another model's answer.
+
 def _complete(gw, body, model, key):
+    g_ = g._get_current_object()
+
     def compute():
         completion, outcome = _run(gw, body, model, stream=False)
-        g.usage = completion.get("usage")
-        g.cost = accounting.cost(gw, outcome.model, g.usage)
-        return _entry(completion, outcome, g.cost)
+        g_.usage = completion.get("usage")
+        g_.cost = accounting.cost(gw, outcome.model, g_.usage)
+        g_.entry = _entry(completion, outcome, g_.cost)
+        return None if outcome.failover_used else g_.entry  # not stored: see above
 
-    g_ = g._get_current_object()
     if key is None:
-        entry, hit = compute(), False
+        compute()
+        entry, hit = g_.entry, False
     else:
         entry, hit = gw.cache.get_or_compute(key, compute, g_.api_key.cache_ttl_seconds, wait_timeout=_left())
+        entry = entry or g_.entry
     completion = entry["completion"]
     if hit:
         completion = {**completion, "id": new_completion_id(), "created": now()}
@@ -243,7 +251,7 @@ def _relay(gw, upstream, include_usage, key):
             g.answer = [c.get("message") for c in acc.completion(None)["choices"]]
         if key is not None:
             whole = finished and acc.complete and len(acc.choices) == (g.body.get("n") or 1)
-            if whole and not upstream.resumed_on:
+            if whole and not upstream.resumed_on and not g.outcome.failover_used:
                 entry = _entry(acc.completion(g.usage), g.outcome, g.get("cost"))
                 gw.cache.set_async(key, entry, g.api_key.cache_ttl_seconds, unlock=True)
             else:

@@ -7,7 +7,8 @@ import responses
 from openai.types.chat import ChatCompletionChunk
 
 from gateway.store.keys import create_key
-from tests.providers.wire import OPENAI_URL, openai_completion, openai_stream
+from tests.providers.wire import (ANTHROPIC_URL, OPENAI_URL, anthropic_message, anthropic_stream, openai_completion,
+                                  openai_error, openai_stream)
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}], "temperature": 0}
 
@@ -19,8 +20,8 @@ def gw(request, make_app):
         env = {"REDIS_URL": request.getfixturevalue("redis_url"),
                "GATEWAY_REDIS_PREFIX": request.getfixturevalue("redis_prefix")}
 
-    def factory(**key_settings):
-        app, _ = make_app(ANTHROPIC_API_KEY=None, GEMINI_API_KEY=None, **env)
+    def factory(app_env=None, **key_settings):
+        app, _ = make_app(**{"ANTHROPIC_API_KEY": None, "GEMINI_API_KEY": None, **env, **(app_env or {})})
         key, _ = create_key(app.extensions["gateway"].engine, "k", **key_settings)
         client = app.test_client()
         client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
@@ -88,6 +89,35 @@ def test_errors_are_never_cached(gw):
     client.post("/v1/chat/completions", json=BODY)
     responses.replace(responses.POST, OPENAI_URL, json=openai_completion())
     assert client.post("/v1/chat/completions", json=BODY).headers["X-Cache-Hit"] == "miss"
+
+
+WITH_CLAUDE = {"ANTHROPIC_API_KEY": "sk-ant-test", "GATEWAY_RETRY_BACKOFF": "0.001"}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@responses.activate
+def test_an_answer_from_a_fallback_model_is_not_stored(gw, stream):
+    client = gw(app_env=WITH_CLAUDE)
+    responses.post(OPENAI_URL, json=openai_error(503), status=503)
+    if stream:
+        claude = responses.post(ANTHROPIC_URL, body=anthropic_stream(["Hi ", "there"]),
+                                content_type="text/event-stream", stream=True)
+    else:
+        claude = responses.post(ANTHROPIC_URL, json=anthropic_message())
+    body = {**BODY, "stream": stream}
+    failed_over = client.post("/v1/chat/completions", json=body)
+    failed_over.get_data()
+    assert failed_over.headers["X-Failover"] == "true" and failed_over.headers["X-Cache-Hit"] == "miss"
+    assert claude.call_count == 1
+    # OpenAI is back: its model answers, not Claude's stored answer; and that answer is stored.
+    responses.replace(responses.POST, OPENAI_URL, json=openai_completion())
+    again = client.post("/v1/chat/completions", json=BODY)
+    assert again.headers["X-Cache-Hit"] == "miss" and again.headers["X-Provider"] == "openai"
+    third = client.post("/v1/chat/completions", json={**BODY, "stream": stream},
+                        headers={"X-Gateway-Failover": "off"})
+    third.get_data()
+    assert third.headers["X-Cache-Hit"] == "exact" and third.headers["X-Provider"] == "openai"
+    assert claude.call_count == 1
 
 
 @responses.activate
