@@ -43,8 +43,8 @@ class Accumulator:
                 message["tool_calls"] = [
                     {"id": t["id"], "type": "function", "function": {"name": t["name"], "arguments": "".join(t["arguments"])}}
                     for _, t in sorted(slot["tools"].items())]
-            elif message["content"] is None:
-                message["content"] = ""
+            elif message["content"] is None and not slot["refusal"]:
+                message["content"] = ""  # a refusal keeps content null, as OpenAI sends it
             choices.append({"index": index, "message": message, "logprobs": None, "finish_reason": slot["finish"]})
         body = {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
                 "choices": choices, "usage": usage}
@@ -58,16 +58,20 @@ class Accumulator:
 
 
 def replay(completion, id_, created, include_usage):
-    """The chunks a live stream of `completion` would have been: role, content, tool calls, finish, usage."""
+    """The chunks a live stream of `completion` would have been: role, content, refusal, tool calls, finish,
+    usage."""
     model = completion.get("model")
     out = []
     for choice in completion.get("choices") or ():
         i = choice.get("index", 0)
         message = choice.get("message") or {}
-        calls = message.get("tool_calls") or []
-        out.append(chunk(id_, created, model, {"role": "assistant", "content": "" if not calls else None}, None, i))
+        calls, refusal = message.get("tool_calls") or [], message.get("refusal")
+        empty = "" if not calls and not (refusal and not message.get("content")) else None
+        out.append(chunk(id_, created, model, {"role": "assistant", "content": empty}, None, i))
         if message.get("content"):
             out.append(chunk(id_, created, model, {"content": message["content"]}, None, i))
+        if refusal:
+            out.append(chunk(id_, created, model, {"refusal": refusal}, None, i))
         for n, call in enumerate(calls):
             fn = call.get("function") or {}
             out.append(chunk(id_, created, model, {"tool_calls": [
