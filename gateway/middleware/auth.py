@@ -21,7 +21,9 @@ def authenticate():
     if scheme.lower() != "bearer" or not token:
         raise _unauthorized("Malformed Authorization header: expected 'Bearer gw_...'.")
     if not looks_like_key(token):
-        raise _unauthorized("Incorrect API key provided. Gateway keys start with 'gw_'.")
+        raise _unauthorized("Incorrect API key provided: this is not a gateway key (they are 'gw_' and 43 more "
+                            "characters)." if token.startswith("gw_") else
+                            "Incorrect API key provided. Gateway keys start with 'gw_'.")
     try:
         info = current_app.extensions["gateway"].keys.lookup(token)
     except KeyStoreUnavailable:

@@ -40,6 +40,6 @@ def decorate(origins, resp):
     if allowed:
         resp.headers["Access-Control-Allow-Origin"] = allowed
         resp.headers["Access-Control-Expose-Headers"] = EXPOSED
-        if allowed != "*":
-            resp.headers.add("Vary", "Origin")
+        if allowed != "*" and not any("origin" in v.lower() for v in resp.headers.getlist("Vary")):
+            resp.headers.add("Vary", "Origin")  # a preflight has it already
     return resp

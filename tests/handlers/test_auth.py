@@ -68,3 +68,12 @@ def test_with_the_database_unreachable_known_keys_work_and_others_get_a_clear_50
     err = resp.get_json()["error"]
     assert set(err) == {"message", "type", "param", "code"} and err["code"] == "service_unavailable"
     assert "database" in err["message"]
+
+
+@pytest.mark.parametrize("token,says", [("sk-openai-style-key", "start with 'gw_'"), ("gw_short", "not a gateway key")])
+def test_a_token_that_is_not_a_gateway_key_is_told_what_one_looks_like(app_key, token, says):
+    app, _ = app_key
+    resp = app.test_client().post("/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {token}"})
+    _assert_401(resp)
+    message = resp.get_json()["error"]["message"]
+    assert says in message and token not in message

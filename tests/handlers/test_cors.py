@@ -10,6 +10,7 @@ def test_preflight_from_an_allowed_origin_needs_no_key(make_app):
     assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
     assert "POST" in resp.headers["Access-Control-Allow-Methods"]
     assert "authorization" in resp.headers["Access-Control-Allow-Headers"].lower()
+    assert resp.headers.getlist("Vary") == ["Origin"]  # once: the preflight's own, not again on the way out
 
 
 def test_preflight_from_another_origin_gets_no_cors_headers(make_app):
