@@ -2,6 +2,7 @@
 
 Pure functions only: no I/O, no clock except where a caller passes none.
 """
+import hashlib
 import secrets
 import time
 
@@ -36,6 +37,12 @@ def new_completion_id():
 
 def new_tool_call_id():
     return "call_" + secrets.token_urlsafe(18).replace("-", "a").replace("_", "b")
+
+
+def id_digest(text, length=16):
+    """A short stable fingerprint of `text` (hex), for ids a provider would refuse as they are: the same id
+    maps to the same replacement wherever it appears (a tool call and the result that answers it)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def completion(id_, created, model, message, finish_reason, usage, index=0):

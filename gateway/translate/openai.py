@@ -1,23 +1,54 @@
-"""OpenAI (and OpenAI-compatible servers): the request passes through; the stream is watched, not rewritten."""
+"""OpenAI (and OpenAI-compatible servers): the request passes through but for tool-call ids OpenAI would
+refuse; the stream is watched, not rewritten."""
 import copy
 
-from gateway.translate.common import UpstreamError, error_object
+from gateway.translate.common import UpstreamError, error_object, id_digest
+from gateway.translate.gemini import split_tool_call_id
 
 _STATUS_TYPE = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                 404: "invalid_request_error", 409: "invalid_request_error", 422: "invalid_request_error",
                 429: "rate_limit_exceeded"}
 
+# OpenAI answers 400 "Invalid 'messages[N].tool_calls[0].id': string too long. Expected a string with maximum
+# length 40" for longer ids, which other providers' history can carry (Gemini's signed ids, other gateways').
+MAX_TOOL_CALL_ID = 40
+
 
 def to_openai(request, upstream_model, stream):
-    """The client's body with our model id; streams always ask for usage so every stream is priced."""
+    """The client's body with our model id and tool-call ids OpenAI accepts; streams always ask for usage
+    so every stream is priced."""
     body = dict(request)
     body["model"] = upstream_model
+    body["messages"] = [_with_openai_ids(message) for message in request["messages"]]
     if stream:
         body["stream"] = True
         body["stream_options"] = {**(request.get("stream_options") or {}), "include_usage": True}
     else:
         body.pop("stream_options", None)
     return body
+
+
+def tool_call_id(call_id):
+    """An id OpenAI accepts for one from any history. The Gemini thought signature the gateway appends
+    means nothing to OpenAI and is cut off (`split_tool_call_id`); an id still over the limit becomes a
+    prefix of itself plus a hash of the whole, so the assistant's call and the tool message answering it
+    still carry the same id, and two long ids sharing a prefix stay apart."""
+    bare = split_tool_call_id(call_id)[0]
+    if len(bare) <= MAX_TOOL_CALL_ID:
+        return bare
+    digest = id_digest(bare)
+    return bare[:MAX_TOOL_CALL_ID - len(digest) - 1] + "_" + digest
+
+
+def _with_openai_ids(message):
+    """The message with its tool-call ids (assistant `tool_calls[].id`, tool `tool_call_id`) made acceptable;
+    the client's message itself is left as it was (the same request may be translated again on failover)."""
+    if message.get("tool_calls"):
+        message = {**message, "tool_calls": [{**call, "id": tool_call_id(call["id"])}
+                                             for call in message["tool_calls"]]}
+    if isinstance(message.get("tool_call_id"), str):
+        message = {**message, "tool_call_id": tool_call_id(message["tool_call_id"])}
+    return message
 
 
 def from_openai(body, model, id_, created):
