@@ -15,8 +15,10 @@ Choices:
   (t/2) would change the meaning of common values such as 0.7.
 """
 import json
+import re
 
-from .common import UpstreamError, chunk, completion, error_object, text_of, usage, usage_chunk
+from .common import UpstreamError, chunk, completion, error_object, id_digest, text_of, usage, usage_chunk
+from .gemini import split_tool_call_id
 
 # Anthropic stop_reason → OpenAI finish_reason (reference D.1). Unknown values become "stop".
 FINISH_REASON = {
@@ -51,6 +53,12 @@ _GATEWAY_STATUS = {529: 503}
 # Anthropic says "prompt is too long: 208310 tokens > 200000 maximum" or "input length and
 # `max_tokens` exceed context limit: ..."; OpenAI clients look for code context_length_exceeded.
 _CONTEXT_LENGTH = ("prompt is too long", "exceed context limit")
+
+
+# Anthropic answers 400 "messages.N.content.M.tool_use.id: String should match pattern '^[a-zA-Z0-9_-]+$'"
+# (verbatim in tailcallhq/forgecode#1142, BlockRunAI/ClawRouter#17); ids from other gateways or MCP
+# clients may hold dots, colons, pipes.
+_NOT_IN_TOOL_USE_ID = re.compile(r"[^a-zA-Z0-9_-]")
 
 
 def _bad_request(message, param):
@@ -177,7 +185,7 @@ def _assistant_blocks(message, i):
     blocks = _text(text_of(message.get("content")))
     for j, call in enumerate(message.get("tool_calls") or []):
         function = call["function"]
-        blocks.append({"type": "tool_use", "id": call["id"], "name": function["name"],
+        blocks.append({"type": "tool_use", "id": tool_use_id(call["id"]), "name": function["name"],
                        "input": _tool_input(function.get("arguments"), i, j)})
     return blocks
 
@@ -193,8 +201,19 @@ def _tool_input(arguments, i, j):
     return value
 
 
+def tool_use_id(call_id):
+    """An id Anthropic accepts for one from any history. The Gemini thought signature the gateway appends
+    means nothing to Claude and is cut off (`split_tool_call_id`); an id with characters outside
+    [a-zA-Z0-9_-] has them replaced by "_" and a hash of the original appended, so "a.b" and "a:b" stay
+    apart and the tool_use and the tool_result answering it still carry the same id."""
+    bare = split_tool_call_id(call_id)[0]
+    if bare and not _NOT_IN_TOOL_USE_ID.search(bare):
+        return bare
+    return _NOT_IN_TOOL_USE_ID.sub("_", bare) + "_" + id_digest(bare)
+
+
 def _tool_blocks(message, i):
-    block = {"type": "tool_result", "tool_use_id": message["tool_call_id"]}
+    block = {"type": "tool_result", "tool_use_id": tool_use_id(message["tool_call_id"])}
     text = text_of(message.get("content"))  # optional in a tool_result; "" is not worth sending
     return [{**block, "content": text} if text else block]
 

@@ -370,6 +370,37 @@ def test_non_object_json_arguments_raise_400():
     assert (raised.value.status, raised.value.error["param"]) == (400, "messages[1].tool_calls")
 
 
+# A gemini-2.5-flash tool-call id as the gateway hands it out: call id + "__thought__" + signature.
+GEMINI_ID = "call_abc123__thought__Q2lrQmNzamFmRksxLi4uPQ"
+# Kimi K2's id shape, `functions.<name>:<index>` (vLLM and SGLang kimi_k2 parsers); Anthropic refuses "." and ":".
+DOTTED_ID = "functions.get_weather:0"
+
+
+def tool_round(id_):
+    return messages_of({"role": "user", "content": "Weather?"},
+                       {"role": "assistant", "tool_calls": [
+                           {"id": id_, "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+                       {"role": "tool", "tool_call_id": id_, "content": "cold"})
+
+
+def test_gemini_signature_is_cut_from_the_tool_use_id():
+    assert tool_round(GEMINI_ID)[1] == {"role": "assistant", "content": [
+        {"type": "tool_use", "id": "call_abc123", "name": "w", "input": {}}]}
+
+
+def test_gemini_signature_is_cut_from_the_tool_result_tool_use_id():
+    assert tool_round(GEMINI_ID)[2] == {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "call_abc123", "content": "cold"}]}
+
+
+def test_id_with_characters_anthropic_refuses_is_rewritten_in_the_tool_use():
+    assert tool_round(DOTTED_ID)[1]["content"][0]["id"] == "functions_get_weather_0_79ac1aaab216b228"
+
+
+def test_id_with_characters_anthropic_refuses_is_rewritten_the_same_in_the_tool_result():
+    assert tool_round(DOTTED_ID)[2]["content"][0]["tool_use_id"] == "functions_get_weather_0_79ac1aaab216b228"
+
+
 # ---------------------------------------------------------------- request: user content parts
 
 def test_data_url_image_becomes_base64_image_block():
