@@ -13,6 +13,14 @@ Choices:
 * `temperature` is clamped to Anthropic's maximum 1.0: OpenAI's 1-2 means "more random than the
   default", nearest to Anthropic's 1.0. Rejecting would refuse valid OpenAI requests; rescaling
   (t/2) would change the meaning of common values such as 0.7.
+* `temperature` and `top_p` together: `top_p` is dropped. Claude Sonnet 4.5, Haiku 4.5, Opus 4.1 and
+  later answer 400 "`temperature` and `top_p` cannot both be specified for this model. Please use only
+  one." (BerriAI/litellm#15097, di-sukharev/opencommit#520), and Anthropic's API reference tells callers
+  of every model to "either alter temperature or top_p, but not both". So the rule holds for every
+  Claude model rather than hanging on a per-model flag each new model row would have to get right: older
+  models that accept both (3.x, Sonnet 4) lose only a combination Anthropic advises against, and the
+  3.5 rows of the model table name retired models. `temperature` is the one kept, as in the sampling
+  example of Anthropic's Claude 4.5 migration guide.
 """
 import json
 import re
@@ -85,6 +93,8 @@ def to_anthropic(request, model, default_max_tokens):
         converted = convert(value) if value is not None else None
         if converted is not None:
             body.setdefault(target, converted)
+    if "temperature" in body:  # why: see the module docstring
+        body.pop("top_p", None)
     body.setdefault("max_tokens", default_max_tokens)  # required by Anthropic, optional in OpenAI
     tools, choice = _tools(request)
     extras = {"tools": tools, "tool_choice": choice, "stream": True if request.get("stream") else None}

@@ -516,6 +516,14 @@ def test_top_p_passes():
     assert translate(top_p=0.9) == expected(top_p=0.9)
 
 
+def test_top_p_is_dropped_when_temperature_is_given():
+    assert translate(temperature=0.7, top_p=0.9) == expected(temperature=0.7)
+
+
+def test_top_p_is_kept_when_temperature_is_null():
+    assert translate(temperature=None, top_p=0.9) == expected(top_p=0.9)
+
+
 def test_user_becomes_metadata_user_id():
     assert translate(user="user-42") == expected(metadata={"user_id": "user-42"})
 
