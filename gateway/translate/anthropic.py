@@ -143,15 +143,27 @@ def _messages(messages):
             turns[-1]["content"].extend(blocks)
         else:
             turns.append({"role": target, "content": blocks})
+    if not turns:
+        return "", _only_system(system)
     for turn in turns:
         if turn["role"] == "user":  # tool_result blocks must open the turn after a tool_use turn
             turn["content"].sort(key=lambda block: block["type"] != "tool_result")
-    if turns and turns[-1]["role"] == "assistant" and turns[-1]["content"][-1]["type"] == "text":
+    if turns[-1]["role"] == "assistant" and turns[-1]["content"][-1]["type"] == "text":
         # A final assistant turn is a prefill, and Anthropic rejects one ending in whitespace.
         # Whitespace-only blocks are gone already, so this never leaves an empty block.
         last = turns[-1]["content"][-1]
         last["text"] = last["text"].rstrip()
     return "\n\n".join(system), turns
+
+
+def _only_system(system):
+    """The turns for a conversation with no user or assistant content left. Anthropic refuses an empty
+    `messages` ("messages: at least one message is required"), so system text alone becomes the one user
+    turn: the model reads the caller's words once, as an OpenAI model given only a system message does,
+    and nothing is made up (no placeholder user text). With no text at all there is nothing to send."""
+    if not system:
+        raise _bad_request("At least one message must have non-empty content for this model.", "messages")
+    return [{"role": "user", "content": _text("\n\n".join(system))}]
 
 
 def _text(text):

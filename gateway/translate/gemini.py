@@ -178,7 +178,19 @@ def _contents(messages):
             contents[-1]["parts"].extend(parts)
         else:
             contents.append({"role": gemini_role, "parts": parts})
+    if not contents:
+        return [], _only_system(system)
     return system, contents
+
+
+def _only_system(system):
+    """The contents for a conversation with no user or model parts left. Gemini refuses an empty `contents`
+    (400 "* GenerateContentRequest.contents: contents is not specified"), so system text alone becomes the
+    one user turn: the model reads the caller's words once, as an OpenAI model given only a system message
+    does, and nothing is made up (no placeholder user text). With no text at all there is nothing to send."""
+    if not system:
+        raise _bad_request("At least one message must have non-empty content for Gemini models.", "messages")
+    return [{"role": "user", "parts": system}]
 
 
 def _user_parts(content, i):

@@ -275,6 +275,30 @@ def test_empty_system_message_is_dropped():
     assert translate(messages=[{"role": "system", "content": ""}, {"role": "user", "content": "Hi"}]) == expected()
 
 
+def test_system_message_alone_is_sent_as_the_user_turn():
+    assert to_anthropic({"model": "m", "messages": [{"role": "system", "content": "Say hi"}]}, MODEL, 1024) == {
+        "model": MODEL, "max_tokens": 1024,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Say hi"}]}]}
+
+
+def test_system_and_developer_messages_alone_join_into_the_user_turn():
+    assert messages_of({"role": "system", "content": "Be brief."}, {"role": "developer", "content": "Say hi"}) == [
+        {"role": "user", "content": [{"type": "text", "text": "Be brief.\n\nSay hi"}]}]
+
+
+def test_system_message_with_an_empty_user_message_is_sent_as_the_user_turn():
+    assert to_anthropic({"model": "m", "messages": [{"role": "system", "content": "Say hi"},
+                                                    {"role": "user", "content": ""}]}, MODEL, 1024) == {
+        "model": MODEL, "max_tokens": 1024,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Say hi"}]}]}
+
+
+def test_empty_user_message_alone_raises_400():
+    with pytest.raises(UpstreamError) as raised:
+        translate(messages=[{"role": "user", "content": ""}])
+    assert (raised.value.status, raised.value.error["param"]) == (400, "messages")
+
+
 def test_consecutive_user_messages_merge_into_one_turn():
     assert messages_of({"role": "user", "content": "Hi"}, {"role": "user", "content": "there"}) == [
         {"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}]}]

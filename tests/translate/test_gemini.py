@@ -221,6 +221,22 @@ def test_request_empty_messages_are_left_out():
     assert body["contents"] == [{"role": "user", "parts": [{"text": "a"}]}]
 
 
+def test_request_system_message_alone_is_sent_as_the_user_turn():
+    assert to_gemini(req({"role": "system", "content": "Say hi"})) == {
+        "contents": [{"role": "user", "parts": [{"text": "Say hi"}]}]}
+
+
+def test_request_system_message_with_an_empty_user_message_is_sent_as_the_user_turn():
+    assert to_gemini(req({"role": "system", "content": "Say hi"}, user(""))) == {
+        "contents": [{"role": "user", "parts": [{"text": "Say hi"}]}]}
+
+
+def test_request_empty_user_message_alone_is_400():
+    with pytest.raises(UpstreamError) as e:
+        to_gemini(req(user("")))
+    assert (e.value.status, e.value.error["param"]) == (400, "messages")
+
+
 def test_request_assistant_text_and_tool_call():
     body = to_gemini(req(user("w?"), {"role": "assistant", "content": "Checking.", "tool_calls": [WEATHER_CALL]}))
     assert body["contents"][1] == {"role": "model", "parts": [
