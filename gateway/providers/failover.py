@@ -8,6 +8,9 @@ models whose breaker is open, and decides per failure:
 - no answer (read timeout) or no first token: fail over at once; a silent route is never retried.
 - 400/404/413/422: the client's request is wrong; returned at once. A context-length error goes to the
   model's context-length chain when one is configured. A content-policy rejection is returned as is.
+- a fallback the gateway itself cannot put the request to (its translation refuses it: n > 1 to Claude, an
+  audio part): passed over as "incompatible", never called. The request is valid for the model the client
+  asked for; only that model's own refusal is the client's 400.
 - 401/403 from the upstream (our key is wrong): fail over, logged loudly.
 """
 import dataclasses
@@ -38,8 +41,11 @@ class Outcome:
     skipped: list = dataclasses.field(default_factory=list)   # chain members not asked, and why
     inlined: tuple | None = None    # (request, the request with its images downloaded), made once
 
-    def skip(self, model, reason):
-        self.skipped.append({"provider": model.provider, "model": model.name, "reason": reason})
+    def skip(self, model, reason, message=None):
+        entry = {"provider": model.provider, "model": model.name, "reason": reason}
+        if message is not None:
+            entry["message"] = message[:300]
+        self.skipped.append(entry)
 
     @property
     def failover_used(self):
@@ -133,6 +139,15 @@ class Manager:
             if time.monotonic() >= deadline:
                 break   # nothing left to spend: a 504 naming what was tried, not one more attempt
             m = queue.pop(0)
+            fallback = m.name != outcome.requested
+            refusal = self._refusal(request, m, stream, deadline, outcome) if fallback else None
+            if refusal is not None:
+                # Not an attempt: no call was made, so no breaker failure, no upstream-error metric, and an
+                # error answer is not attributed to this model (X-Model names the last model really asked).
+                outcome.skip(m, "incompatible", refusal.error.get("message") or "")
+                if not queue and not outcome.attempts and not forced:
+                    queue, forced = skipped, True  # only a half-open model is left: ask it after all
+                continue
             if not forced and not self.breakers.allow(m.name):
                 skipped.append(m)  # half-open, and another request is its probe
                 outcome.skip(m, "breaker_probing")
@@ -163,6 +178,24 @@ class Manager:
         err = self._exhausted(last, outcome, deadline)
         err.provider = outcome.attempts[-1]["provider"] if outcome.attempts else None
         raise err
+
+    def _refusal(self, request, model, stream, deadline, outcome):
+        """The gateway's own refusal to put `request` to a fallback `model` (an UpstreamError), or None.
+
+        Found by preparing the request as the attempt will (images downloaded for a provider that needs
+        them, memoized on `outcome`, then translated), so the translators stay the one source of truth for
+        what a wire format can express; the capabilities in the model table do not cover n, audio or
+        file parts, and would have to repeat the translators' rules to. Done for fallbacks only, so the
+        extra translation costs nothing until a failover: the requested model's refusal stays final.
+        A translator bug (any other exception) is raised as from the attempt itself."""
+        provider = self.providers[model.provider]
+        try:
+            if provider.inlines_images:
+                request = self._with_inline_images(request, self.sessions[model.provider], deadline, outcome)
+            provider.prepare(request, model, stream)
+        except UpstreamError as err:
+            return err
+        return None
 
     def _try_model(self, request, model, id_, created, stream, deadline, outcome):
         """One model: the first attempt, and at most one retry when the failure deserves one."""
@@ -259,9 +292,15 @@ class Manager:
         return err
 
     def _exhausted(self, last, outcome, deadline):
+        unable = ", ".join(f"{s['provider']}/{s['model']} ({s['message']})" for s in outcome.skipped
+                           if s["reason"] == "incompatible")
+        unable = f" Fallbacks that cannot take this request: {unable}." if unable else ""
         if last is not None and len({a["model"] for a in outcome.attempts}) == 1 and \
                 time.monotonic() < deadline:
-            return last  # one model tried (perhaps twice): its own error says the most
+            # One model tried (perhaps twice): its own error says the most, with why no fallback answered.
+            if unable:
+                last.error = {**last.error, "message": (last.error.get("message") or "").rstrip() + unable}
+            return last
         tried = ", ".join(f"{a['provider']}/{a['model']} ({a['reason']})" for a in outcome.attempts)
         timed_out = time.monotonic() >= deadline
         if timed_out:
@@ -271,7 +310,7 @@ class Manager:
             status, code = 503, "all_providers_unavailable"
         else:
             status, code = 502, "all_providers_failed"
-        message = f"Every provider failed for this request. Tried: {tried or 'none'}."
+        message = f"Every provider failed for this request. Tried: {tried or 'none'}.{unable}"
         if last is not None:
             message += f" Last error: {last.error.get('message')}"
         err = UpstreamError(status, error_object(message, "upstream_error", None, code))

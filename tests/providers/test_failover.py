@@ -410,3 +410,123 @@ def test_a_fallback_rejecting_the_prefill_is_not_a_breaker_failure(gw):
     assert "error" in json.loads(_sse_events(resp)[-1])
     assert manager.breakers.status("claude-haiku-4-5-20251001") == "closed"
     assert manager.breakers.status("gpt-4o-mini") == "open"      # the cut itself does count
+
+
+# ---------------------------------------------------------------- a fallback that cannot express the request
+# The gateway's own refusal (raised by a translator before any call) from a model the client never asked for
+# means "not this member", never the client's 400.
+
+GEMINI_FLASH_STREAM = GEMINI_BASE + "gemini-2.5-flash:streamGenerateContent?alt=sse"
+TWO_CHOICES = {**BODY, "n": 2}
+AUDIO = {**BODY, "messages": [{"role": "user", "content": [
+    {"type": "text", "text": "What is said here?"},
+    {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]}]}
+
+
+@pytest.mark.parametrize("body", [TWO_CHOICES, AUDIO], ids=["n=2", "input_audio"])
+@responses.activate
+def test_a_fallback_that_cannot_express_the_request_is_passed_over_for_the_next(gw, body):
+    client, _ = gw()
+    openai = responses.post(OPENAI_URL, json=openai_error(503, "The engine is currently overloaded"), status=503)
+    anthropic = responses.post(ANTHROPIC_URL, json=anthropic_message())
+    gemini = responses.post(GEMINI_FLASH, json=gemini_response())
+    resp = chat(client, body)
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.headers["X-Model"] == "gemini-2.5-flash" and resp.headers["X-Failover"] == "true"
+    assert resp.headers["X-Original-Provider"] == "openai"
+    assert resp.get_json()["choices"][0]["message"]["content"] == "Hello from Gemini."
+    assert openai.call_count == 2 and anthropic.call_count == 0 and gemini.call_count == 1
+
+
+@responses.activate
+def test_a_fallback_passed_over_is_recorded_as_incompatible_and_is_no_breaker_failure(gw):
+    _, manager = gw(GATEWAY_BREAKER_FAILURES="1")
+    responses.post(OPENAI_URL, json=openai_error(503), status=503)
+    responses.post(GEMINI_FLASH, json=gemini_response())
+    model = manager.registry.resolve("gpt-4o-mini")
+    _, outcome = manager.run(TWO_CHOICES, model, "chatcmpl-x", 1, stream=False)
+    assert outcome.model.name == "gemini-2.5-flash" and outcome.failover_used
+    assert [(a["model"], a["reason"]) for a in outcome.attempts] == [("gpt-4o-mini", "http5xx")]
+    assert outcome.skipped == [{"provider": "anthropic", "model": "claude-haiku-4-5-20251001",
+                                "reason": "incompatible",
+                                "message": "This model returns one choice per request; n must be 1."}]
+    assert manager.breakers.status("claude-haiku-4-5-20251001") == "closed"
+
+
+@responses.activate
+def test_every_fallback_unable_to_express_the_request_answers_with_the_first_models_failure(gw):
+    client, _ = gw()
+    openai = responses.post(OPENAI_URL, json=openai_error(503, "The engine is currently overloaded"), status=503,
+                            headers={"Retry-After": "30"})
+    anthropic = responses.post(ANTHROPIC_URL, json=anthropic_message())
+    resp = chat(client, TWO_CHOICES, **{"X-Gateway-Fallbacks": "claude-haiku-4-5,claude-sonnet-4-5"})
+    assert resp.status_code == 503                  # OpenAI's overload, not a 400 from a model never asked for
+    err = resp.get_json()["error"]
+    assert err["message"].startswith("The engine is currently overloaded")
+    assert "anthropic/claude-haiku-4-5 (This model returns one choice per request; n must be 1.)" in err["message"]
+    assert "anthropic/claude-sonnet-4-5" in err["message"]
+    assert resp.headers["X-Model"] == "gpt-4o-mini" and resp.headers["X-Failover"] == "false"
+    assert resp.headers["Retry-After"] == "30"
+    assert openai.call_count == 2 and anthropic.call_count == 0
+
+
+@responses.activate
+def test_every_fallback_unable_after_a_failover_keeps_the_class_of_the_real_failures(gw):
+    client, _ = gw()
+    responses.post(OPENAI_URL, json=openai_error(503), status=503)
+    responses.post(GEMINI_FLASH, json={"error": {"code": 503, "message": "The model is overloaded.",
+                                                 "status": "UNAVAILABLE"}}, status=503)
+    anthropic = responses.post(ANTHROPIC_URL, json=anthropic_message())
+    resp = chat(client, TWO_CHOICES, **{"X-Gateway-Fallbacks": "gemini-2.5-flash,claude-haiku-4-5"})
+    assert resp.status_code == 503
+    err = resp.get_json()["error"]
+    assert err["code"] == "all_providers_unavailable"
+    assert "openai/gpt-4o-mini (http5xx)" in err["message"] and "gemini/gemini-2.5-flash (http5xx)" in err["message"]
+    assert "anthropic/claude-haiku-4-5 (This model returns one choice per request; n must be 1.)" in err["message"]
+    assert resp.headers["X-Model"] == "gemini-2.5-flash"   # the last model asked, not the one passed over
+    assert anthropic.call_count == 0
+
+
+@responses.activate
+def test_the_requested_model_refusing_the_request_is_still_the_clients_400(gw):
+    client, _ = gw()
+    openai = responses.post(OPENAI_URL, json=openai_completion())
+    anthropic = responses.post(ANTHROPIC_URL, json=anthropic_message())
+    gemini = responses.post(GEMINI_FLASH, json=gemini_response())
+    resp = chat(client, {**TWO_CHOICES, "model": "claude-haiku-4-5"})
+    assert resp.status_code == 400
+    err = resp.get_json()["error"]
+    assert err["param"] == "n" and err["message"] == "This model returns one choice per request; n must be 1."
+    assert resp.headers["X-Model"] == "claude-haiku-4-5" and resp.headers["X-Failover"] == "false"
+    assert openai.call_count == anthropic.call_count == gemini.call_count == 0
+
+
+@responses.activate
+def test_a_stream_fails_over_past_a_fallback_that_cannot_express_it(gw):
+    client, _ = gw()
+    responses.post(OPENAI_URL, json=openai_error(503), status=503)
+    anthropic = responses.post(ANTHROPIC_URL, body=anthropic_stream(["Hello"]), content_type="text/event-stream",
+                               stream=True)
+    responses.post(GEMINI_FLASH_STREAM, body=f"data: {json.dumps(gemini_response('Hello from Gemini.'))}\n\n",
+                   content_type="text/event-stream", stream=True)
+    resp = chat(client, {**TWO_CHOICES, "stream": True})
+    assert resp.status_code == 200 and resp.headers["X-Model"] == "gemini-2.5-flash"
+    data = _sse_events(resp)
+    assert data[-1] == "[DONE]"
+    assert "".join(json.loads(d)["choices"][0]["delta"].get("content") or "" for d in data[:-1]) == \
+        "Hello from Gemini."
+    assert anthropic.call_count == 0
+
+
+@responses.activate
+def test_a_half_open_requested_model_is_still_asked_when_no_fallback_can_express_the_request(gw):
+    client, manager = gw(GATEWAY_BREAKER_FAILURES="1", GATEWAY_BREAKER_COOLDOWN="30")
+    now = [1000.0]
+    manager.breakers.clock = lambda: now[0]
+    manager.breakers.failure("gpt-4o-mini")
+    now[0] += 31
+    assert manager.breakers.allow("gpt-4o-mini")                # another request holds the probe slot
+    openai = responses.post(OPENAI_URL, json=openai_completion())
+    resp = chat(client, TWO_CHOICES, **{"X-Gateway-Fallbacks": "claude-haiku-4-5"})
+    assert resp.status_code == 200 and resp.headers["X-Model"] == "gpt-4o-mini"
+    assert openai.call_count == 1
