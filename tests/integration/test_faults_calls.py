@@ -9,7 +9,7 @@ import json
 import pytest
 
 from tests.integration.faults import (CLAUDE, CLAUDE_MODEL, FAST_ENV, GEMINI, GPT, QUICK, SLACK, TIMEOUT, Sim,
-                                      assert_served, chat, log_row)
+                                      assert_logged, assert_served, chat, log_row)
 
 CLAUDE_ALIAS = "anthropic:claude-haiku-4-5"   # `claude-haiku-4-5` is sent upstream as asked
 
@@ -243,6 +243,20 @@ def test_a_gemini_blocked_prompt_is_returned_after_exactly_one_attempt(gw, sim, 
     assert res.headers["X-Provider"] == "gemini"
     assert res.body["error"]["code"] == "content_filter"
     assert sim.attempts() == {GEMINI: 1}
+    assert res.elapsed < QUICK
+
+
+def test_a_fallback_that_cannot_express_the_request_is_passed_over_for_the_next(gw, sim, prompt):
+    # n=2 is valid for gpt-4o-mini and Gemini; Claude answers one choice per request, which the gateway
+    # itself refuses to translate. That refusal must not reach the client as its own 400.
+    expected = sim.arm(prompt, ("openai", "status:code=503"))
+    res = chat(gw, prompt, n=2)
+    assert_served(res, "gemini", "gemini-2.5-flash", failover=True)
+    assert res.text == expected
+    assert sim.attempts() == {GPT: 2, GEMINI: 1}       # Claude is never called
+    _, attempts = assert_logged(res)
+    assert [(a["model"], a["reason"], a.get("skipped", False)) for a in attempts] == \
+        [("gpt-4o-mini", "http5xx", False), ("gpt-4o-mini", "http5xx", False), (CLAUDE_MODEL, "incompatible", True)]
     assert res.elapsed < QUICK
 
 
