@@ -1,13 +1,12 @@
 """The gateway's app factory: wires settings, stores, providers, blueprints and hooks; nothing else."""
 import dataclasses
 import logging
-import secrets
 import threading
 import time
 
 from flask import Flask, g, request
 
-from gateway import applog, config as config_module
+from gateway import applog, config as config_module, ids
 from gateway.extensions import make_engine, make_redis
 from gateway import memory
 from gateway.handlers import chat, errors, health, models
@@ -174,7 +173,7 @@ def create_app(settings=None):
         g_ = g._get_current_object()  # each access through a proxy is a context look-up
         g_.start = time.perf_counter()
         g_.deadline = time.monotonic() + settings.deadline
-        g_.request_id = "req_" + secrets.token_hex(12)
+        g_.request_id = "req_" + ids.token_hex(12)
         gw.start_background()
         answer = cors.preflight(settings.cors_origins)
         if answer is not None:

@@ -19,12 +19,12 @@ window exists for deployments without Redis and counts per worker only.
 import bisect
 import dataclasses
 import math
-import secrets
 import threading
 import time
 
 import redis
 
+from gateway import ids
 from gateway.extensions import redis_command
 from gateway.redisguard import RedisGuard
 
@@ -71,7 +71,7 @@ class RedisWindow:
         self._script = client.register_script(_SLIDING_WINDOW)
 
     def hit(self, key, limit, window_seconds, now=None):
-        args = (1, key, limit, int(window_seconds * 1_000_000), secrets.token_hex(8))
+        args = (1, key, limit, int(window_seconds * 1_000_000), ids.token_hex(8))
         try:
             reply = redis_command(self._client, "EVALSHA", self._script.sha, *args)
         except redis.exceptions.NoScriptError:

@@ -3,8 +3,9 @@
 Pure functions only: no I/O, no clock except where a caller passes none.
 """
 import hashlib
-import secrets
 import time
+
+from gateway import ids
 
 FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter", "function_call")
 
@@ -32,11 +33,11 @@ def error_object(message, type_="invalid_request_error", param=None, code=None):
 
 
 def new_completion_id():
-    return "chatcmpl-" + secrets.token_urlsafe(21).replace("-", "a").replace("_", "b")
+    return "chatcmpl-" + ids.token_urlsafe(21).replace("-", "a").replace("_", "b")
 
 
 def new_tool_call_id():
-    return "call_" + secrets.token_urlsafe(18).replace("-", "a").replace("_", "b")
+    return "call_" + ids.token_urlsafe(18).replace("-", "a").replace("_", "b")
 
 
 def id_digest(text, length=16):
