@@ -14,6 +14,7 @@ from gateway.handlers import metrics as metrics_endpoint
 from gateway import accounting
 from gateway import metrics as metrics_module
 from gateway.cache import exact
+from gateway.cache.near import NearCache
 from gateway.middleware import cors, ratelimit as ratelimit_hook
 from gateway.middleware.auth import authenticate
 from gateway.providers.anthropic import AnthropicProvider
@@ -134,7 +135,7 @@ def build(settings):
         log_writer=LogWriter(engine, settings.spool_dir, flush_interval=settings.log_flush_seconds),
         # The lock outlives the slowest answer, so identical requests never race past a long generation.
         cache=exact.ExactCache(exact.backend_for(redis_client), namespace=ns, guard=guard,
-                               lock_ttl=settings.deadline),
+                               lock_ttl=settings.deadline, near=_near_tier(settings, redis_client)),
         limiter=RateLimiter(limiter_backend(redis_client), namespace=ns, fail_open=settings.ratelimit_fail_open,
                             guard=guard),
         guard=guard)
@@ -158,6 +159,13 @@ class _App(Flask):
             if len(self._sync) < self._SYNC_KEPT:
                 self._sync[func] = synced
             return synced
+
+
+def _near_tier(settings, redis_client):
+    """Only in front of Redis: the in-process store needs no second in-process tier."""
+    if redis_client is None or settings.cache_near_seconds <= 0:
+        return None
+    return NearCache(settings.cache_near_seconds)
 
 
 def create_app(settings=None):

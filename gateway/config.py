@@ -24,7 +24,7 @@ def _int(env, name, default, minimum=0):
     return value
 
 
-def _float(env, name, default, minimum=0.0):
+def _float(env, name, default, minimum=0.0, minimum_allowed=False):
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -32,8 +32,9 @@ def _float(env, name, default, minimum=0.0):
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value <= minimum:
-        raise ConfigError(f"{name} must be greater than {minimum}, got {value}")
+    if value < minimum or (value == minimum and not minimum_allowed):
+        raise ConfigError(f"{name} must be {'at least' if minimum_allowed else 'greater than'} {minimum}, "
+                          f"got {value}")
     return value
 
 
@@ -134,6 +135,7 @@ class Settings:
     spool_dir: str = "instance/spool"
     ratelimit_fail_open: bool = True
     cache_shared: bool = False
+    cache_near_seconds: float = 1.0
     redis_namespace: str = "gw:"
     fetch_private_urls: bool = False
     secret_env: dict = dataclasses.field(default_factory=dict, repr=False)
@@ -200,6 +202,7 @@ def load(env=None):
             env.get("GATEWAY_INSTANCE_DIR") or "instance", "spool")),
         ratelimit_fail_open=_bool(env, "GATEWAY_RATELIMIT_FAIL_OPEN", True),
         cache_shared=_bool(env, "GATEWAY_CACHE_SHARED", False),
+        cache_near_seconds=_float(env, "GATEWAY_CACHE_NEAR_SECONDS", 1.0, minimum_allowed=True),
         redis_namespace=(env.get("GATEWAY_REDIS_PREFIX") or "gw:"),
         fetch_private_urls=_bool(env, "GATEWAY_FETCH_PRIVATE_URLS", False),
         secret_env=secret_env,

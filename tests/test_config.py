@@ -31,6 +31,7 @@ def test_base_url_trailing_slash_is_dropped():
     ("PORT", "eighty"), ("GATEWAY_READ_TIMEOUT", "-1"), ("GATEWAY_DEADLINE", "soon"),
     ("GATEWAY_MAX_REQUEST_BYTES", "12"), ("OPENAI_BASE_URL", "ftp://x"), ("REDIS_URL", "localhost:6379"),
     ("DATABASE_URL", "mysql://x/y"), ("WEB_CONCURRENCY", "0"), ("GATEWAY_CONFIG", "/nonexistent.toml"),
+    ("GATEWAY_CACHE_NEAR_SECONDS", "-0.5"), ("GATEWAY_READ_TIMEOUT", "0"),
 ])
 def test_a_bad_value_names_its_variable(name, value):
     with pytest.raises(ConfigError) as e:
@@ -55,3 +56,8 @@ def test_the_upstream_pool_is_as_large_as_a_workers_concurrency():
     assert load({}).upstream_pool_size == 4000
     assert load({"GATEWAY_WORKER_CONNECTIONS": "1500"}).upstream_pool_size == 1500
     assert load({"GATEWAY_WORKER_CONNECTIONS": "1500", "GATEWAY_UPSTREAM_POOL_SIZE": "64"}).upstream_pool_size == 64
+
+
+@pytest.mark.parametrize("raw,seconds", [(None, 1.0), ("0", 0.0), ("2.5", 2.5)])
+def test_the_near_tier_is_a_second_by_default_and_zero_turns_it_off(raw, seconds):
+    assert load({} if raw is None else {"GATEWAY_CACHE_NEAR_SECONDS": raw}).cache_near_seconds == seconds

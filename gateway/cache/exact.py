@@ -171,8 +171,9 @@ class ExactCache:
     Entries are dicts orjson can write: {"completion", "provider", "model", "cost_usd", "created"}.
     """
 
-    def __init__(self, backend, namespace="gw:", guard=None, lock_ttl=_LOCK_TTL_SECONDS):
+    def __init__(self, backend, namespace="gw:", guard=None, lock_ttl=_LOCK_TTL_SECONDS, near=None):
         self.backend = backend
+        self.near = near  # a NearCache in front of Redis (cache/near.py), or None
         self.namespace = namespace
         self.guard = guard or RedisGuard()
         self.lock_ttl = lock_ttl
@@ -195,16 +196,25 @@ class ExactCache:
         return result
 
     def get(self, key):
-        """The stored entry, or None (not stored, expired, unreadable, or the store is unreachable)."""
+        """The stored entry, or None (not stored, expired, unreadable, or the store is unreachable).
+        The entry may be shared with other requests (the near tier): copy it before changing it."""
+        near = self.near
+        if near is not None:
+            entry = near.get(key)
+            if entry is not None:
+                return entry
         value = self._call(self.backend.get, self._entry_key(key))
         if value is None:
             return None
         try:
-            return decode(value)
+            entry = decode(value)
         except (ValueError, zlib.error) as exc:  # orjson.JSONDecodeError is a ValueError
             # A bad value is a miss; the next answer for this key overwrites it.
             log.warning("unreadable cache entry %s…: %s", key[:12], exc)
             return None
+        if near is not None:
+            near.put(key, entry, len(value))
+        return entry
 
     def set(self, key, entry, ttl_seconds):
         """Store `entry` for `ttl_seconds` (may be fractional; 0 or less stores nothing)."""

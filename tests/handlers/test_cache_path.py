@@ -6,6 +6,7 @@ import pytest
 import responses
 from openai.types.chat import ChatCompletionChunk
 
+from gateway.cache.exact import decode
 from gateway.store.keys import create_key
 from tests.providers.wire import (ANTHROPIC_URL, OPENAI_URL, anthropic_message, anthropic_stream, openai_completion,
                                   openai_error, openai_stream)
@@ -196,3 +197,34 @@ def test_rate_limit_headers_and_429(gw):
     assert (err["type"], err["code"]) == ("requests", "rate_limit_exceeded")
     assert 1 <= int(seen[3].headers["Retry-After"]) <= 60
     assert upstream.call_count == 3    # the refused request never reached the provider
+
+
+@responses.activate
+def test_near_tier_hits_never_change_the_shared_entry(make_app, redis_url, redis_prefix):
+    """Hits of every kind served from the near tier (plain, streamed with usage) leave its entry as Redis has it."""
+    app, _ = make_app(ANTHROPIC_API_KEY=None, GEMINI_API_KEY=None, REDIS_URL=redis_url,
+                      GATEWAY_REDIS_PREFIX=redis_prefix, GATEWAY_CACHE_NEAR_SECONDS="60")
+    cache = app.extensions["gateway"].cache
+    key, _ = create_key(app.extensions["gateway"].engine, "k")
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+    upstream = responses.post(OPENAI_URL, json=openai_completion())
+    client.post("/v1/chat/completions", json=BODY)
+    first = client.post("/v1/chat/completions", json=BODY)   # read from Redis: now in the near tier
+    assert first.headers["X-Cache-Hit"] == "exact" and len(cache.near) == 1
+    stream = {**BODY, "stream": True, "stream_options": {"include_usage": True}}
+    for body in (BODY, stream, BODY, stream):
+        resp = client.post("/v1/chat/completions", json=body)
+        resp.get_data()
+        assert resp.headers["X-Cache-Hit"] == "exact"
+    last = client.post("/v1/chat/completions", json=BODY)
+    assert upstream.call_count == 1
+    a, b = first.get_json(), last.get_json()
+    assert a["choices"] == b["choices"] and a["usage"] == b["usage"] and b["cost_usd"] == 0 and a["id"] != b["id"]
+    (near_key, (_, shared)), = cache.near._items.items()
+    assert shared == decode(cache.backend.get(cache._entry_key(near_key))) and "cost_usd" not in shared["completion"]
+
+
+def test_without_redis_there_is_no_near_tier(make_app):
+    app, _ = make_app()
+    assert app.extensions["gateway"].cache.near is None

@@ -11,8 +11,9 @@ BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say he
 
 @responses.activate
 def test_requests_succeed_while_redis_is_down_and_the_cache_returns_after(make_app, own_redis, redis_prefix):
+    # About Redis itself: without the near tier, which would answer the first repeats from memory (test_near.py).
     app, _ = make_app(REDIS_URL=own_redis.url, GATEWAY_REDIS_PREFIX=redis_prefix, ANTHROPIC_API_KEY=None,
-                      GEMINI_API_KEY=None)
+                      GEMINI_API_KEY=None, GATEWAY_CACHE_NEAR_SECONDS="0")
     key, _ = create_key(app.extensions["gateway"].engine, "k", rate_limit_per_minute=100)
     client = app.test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
