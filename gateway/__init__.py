@@ -78,6 +78,7 @@ class Gateway:
             time.sleep(_METRICS_FLUSH_SECONDS)
             try:
                 metrics_module.TALLY.flush()
+                metrics_module.sample_log_writer(self.log_writer)
             except Exception:  # noqa: BLE001 - never worth a worker
                 log.warning("could not write the metrics", exc_info=True)
 

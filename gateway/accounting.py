@@ -35,6 +35,12 @@ def _attempts(outcome):
     return orjson.dumps(outcome.attempts + [{**s, "skipped": True} for s in outcome.skipped]).decode()
 
 
+def _model_asked(body):
+    """The body's model, when it named one (a request refused by validation may still have)."""
+    model = body.get("model") if isinstance(body, dict) else None
+    return model[:200] if isinstance(model, str) and model else None
+
+
 def record(gw, status, stream=False):
     """Enqueue this request's log row and count it. Reads what the handler left on `g`."""
     # The objects behind the `g` and `request` proxies, looked up once: each proxy access costs a context
@@ -56,7 +62,7 @@ def record(gw, status, stream=False):
         "request_id": g_.request_id,
         "api_key_id": key.id if key else None,
         "endpoint": request_.path[:100],
-        "model": (body.get("model") if isinstance(body, dict) else None) or None,
+        "model": _model_asked(body),
         "model_served": model.name if model else values.get("cached_model"),
         "provider": outcome.provider if outcome is not None and outcome.provider else values.get("cached_provider"),
         "original_provider": outcome.original_provider if outcome is not None else values.get("cached_provider"),
@@ -69,7 +75,7 @@ def record(gw, status, stream=False):
         "saved_usd": values.get("saved"),
         "latency_ms": int(latency * 1000),
         "cache_hit": bool(values.get("cache_hit")),
-        "failover_used": bool(outcome is not None and outcome.failover_used),
+        "failover_used": bool(outcome is not None and outcome.tried_another),  # as X-Failover says
         "error_message": (values.get("error_message") or None),
         "attempts": _attempts(outcome),
         "stream": bool(stream),
@@ -87,4 +93,4 @@ def record(gw, status, stream=False):
     # Labels only from the model table: a client's made-up model names must not become metric series.
     label = row["model_served"] or (row["model"] if row["model"] in gw.registry.models else "unknown")
     metrics.observe(label, row["provider"], status, latency, usage, g_.get("cost"),
-                    g_.get("ttft"), outcome)
+                    g_.get("ttft"), outcome, values.get("cache_result"))

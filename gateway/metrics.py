@@ -27,7 +27,8 @@ MALFORMED = Counter("gateway_malformed_events_total", "Upstream stream events sk
 BREAKER_OPEN = Gauge("gateway_breaker_open", "1 while a model's circuit breaker is open", ["model"],
                      multiprocess_mode="max")
 LOG_QUEUE = Gauge("gateway_log_queue_depth", "Log rows waiting to be written", multiprocess_mode="livesum")
-LOG_SPOOL = Gauge("gateway_log_spool_bytes", "Bytes of log rows spooled to disk", multiprocess_mode="livesum")
+# Every worker sees the whole spool directory, so the workers' values are the same figure: their max, not sum.
+LOG_SPOOL = Gauge("gateway_log_spool_bytes", "Bytes of log rows spooled to disk", multiprocess_mode="max")
 
 
 class Tally:
@@ -72,7 +73,7 @@ class Tally:
 TALLY = Tally()
 
 
-def observe(model, provider, status, seconds, usage=None, cost=None, ttft=None, outcome=None):
+def observe(model, provider, status, seconds, usage=None, cost=None, ttft=None, outcome=None, cache=None):
     model = model or "none"
     provider = provider or "none"
     pair = (model, provider)
@@ -90,6 +91,16 @@ def observe(model, provider, status, seconds, usage=None, cost=None, ttft=None, 
             TALLY.add(UPSTREAM_ERRORS, (attempt["provider"], attempt["reason"]))
         if outcome.failover_used:
             TALLY.add(FAILOVERS, (outcome.original_provider, outcome.provider or "none"))
+    if cache is not None:
+        TALLY.add(CACHE, (cache,))
+
+
+def sample_log_writer(writer):
+    """The writer's gauges, set by each worker every second (and before a scrape): a worker that serves no
+    scrape must not leave a stale figure behind for the others' sum or max."""
+    if writer is not None:
+        LOG_QUEUE.set(writer.queue_depth())
+        LOG_SPOOL.set(writer.spool_bytes())
 
 
 def render(gateway):
@@ -97,10 +108,7 @@ def render(gateway):
     TALLY.flush()
     for model, status in gateway.breakers.snapshot().items():
         BREAKER_OPEN.labels(model).set(1 if status == "open" else 0)
-    writer = getattr(gateway, "log_writer", None)
-    if writer is not None:
-        LOG_QUEUE.set(writer.queue_depth())
-        LOG_SPOOL.set(writer.spool_bytes())
+    sample_log_writer(getattr(gateway, "log_writer", None))
     if _MULTI:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

@@ -112,3 +112,16 @@ def test_a_stopping_worker_writes_what_it_counted(client, monkeypatch):
         wsgi = client.application
     conf.worker_exit(None, Worker())
     assert counted._value.get() == before + 3
+
+
+def test_each_worker_samples_the_log_writer_every_second_not_only_when_scraped(client, tmp_path):
+    """A worker that serves no scrape must not leave a stale spool or queue figure for the others."""
+    from gateway import metrics
+    gateway = client.application.extensions["gateway"]
+    writer = gateway.log_writer
+    (tmp_path / "spool-1-x.jsonl").write_bytes(b"x" * 1234)
+    writer.spool_dir = str(tmp_path)
+    metrics.LOG_SPOOL.set(0)
+    metrics.sample_log_writer(writer)   # what the per-second metrics loop calls
+    assert metrics.LOG_SPOOL._value.get() == 1234
+    assert metrics.LOG_SPOOL._multiprocess_mode == "max"  # every worker sees the whole directory

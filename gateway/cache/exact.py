@@ -195,6 +195,10 @@ class ExactCache:
         self.guard.ok(COMPONENT)
         return result
 
+    def unavailable(self):
+        """The store failed lately and is being left alone (see RedisGuard): look-ups are skipped."""
+        return self.guard.is_down(COMPONENT)
+
     def get(self, key):
         """The stored entry, or None (not stored, expired, unreadable, or the store is unreachable).
         The entry may be shared with other requests (the near tier): copy it before changing it."""

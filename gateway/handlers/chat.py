@@ -84,7 +84,8 @@ def _left():
 def chat_completions():
     gw = current_app.extensions["gateway"]
     g_ = g._get_current_object()  # each access through a proxy is a context look-up
-    body = validate_chat(parse_json())
+    g_.body = parse_json()  # so a request that validation refuses is still logged with the model it named
+    body = validate_chat(g_.body)
     g_.body = body
     model = gw.registry.resolve(body["model"])
     if model is None:
@@ -164,8 +165,9 @@ def _route_headers(resp, entry, hit, key):
                  ("X-Failover", "true" if outcome.failover_used else "false")]
         if outcome.failover_used:
             route.append(("X-Original-Provider", outcome.original_provider))
-    if key is not None:
-        route.append(("X-Cache-Hit", "exact" if hit else "miss"))
+    if key is not None and (hit or not current_app.extensions["gateway"].cache.unavailable()):
+        route.append(("X-Cache-Hit", "exact" if hit else "miss"))  # only when the cache was consulted
+        g_.cache_result = "hit" if hit else "miss"
     if g_.get("cost") is not None:   # unpriced: no header rather than a false zero
         route.append(("X-Cost-USD", accounting.header(g_.cost)))
     route.append(("X-Latency-Ms", str(_latency_ms())))

@@ -52,7 +52,7 @@ def register(app):
         if outcome is not None:
             g.outcome = outcome
             last = outcome.attempts[-1]["model"] if outcome.attempts else outcome.requested
-            failed_over = any(a["model"] != outcome.requested for a in outcome.attempts)
+            failed_over = outcome.tried_another
             headers.update({"X-Model": last, "X-Failover": "true" if failed_over else "false"})
             if failed_over:
                 headers["X-Original-Provider"] = outcome.original_provider

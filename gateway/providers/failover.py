@@ -49,7 +49,13 @@ class Outcome:
 
     @property
     def failover_used(self):
+        """Another model than the one asked for answered."""
         return self.model is not None and self.model.name != self.requested
+
+    @property
+    def tried_another(self):
+        """Another model than the one asked for answered or was asked (and failed too)."""
+        return self.failover_used or any(a["model"] != self.requested for a in self.attempts)
 
     def failed(self, model, err):
         self.attempts.append({"provider": model.provider, "model": model.name, "status": err.upstream_status,

@@ -87,6 +87,20 @@ def test_errors_and_refusals_leave_a_row_too(gw):
         row = the_row(gw, resp)
         assert row.status_code == status and row.error_message
     assert the_row(gw, anonymous).api_key_id is None
+    assert the_row(gw, invalid).model == "gpt-4o-mini"   # refused by validation, still split by model
+
+
+@responses.activate
+def test_a_request_whose_every_model_failed_is_logged_as_failed_over(gw):
+    """X-Failover said true while the row said false: the report's failover rate undercounted outages."""
+    responses.post(OPENAI_URL, json=openai_error(503), status=503)
+    responses.post(ANTHROPIC_URL, json={"type": "error", "error": {"type": "overloaded_error", "message": "busy"}},
+                   status=529)
+    resp = gw.post("/v1/chat/completions", json=BODY, headers={"Cache-Control": "no-cache"})
+    assert resp.status_code >= 500 and resp.headers["X-Failover"] == "true"
+    row = the_row(gw, resp)
+    assert row.failover_used is True and row.provider is None
+    assert {a["provider"] for a in json.loads(row.attempts)} >= {"openai", "anthropic"}
 
 
 @responses.activate

@@ -228,3 +228,23 @@ def test_near_tier_hits_never_change_the_shared_entry(make_app, redis_url, redis
 def test_without_redis_there_is_no_near_tier(make_app):
     app, _ = make_app()
     assert app.extensions["gateway"].cache.near is None
+
+
+def _cache_counts(app):
+    from gateway import metrics
+    text = metrics.render(app.extensions["gateway"]).decode()
+    return {r: sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
+                   if ln.startswith("gateway_cache_requests_total{") and f'result="{r}"' in ln) for r in ("hit", "miss")}
+
+
+@responses.activate
+def test_metrics_count_cache_hits_and_misses(make_app):
+    app, key = make_app(ANTHROPIC_API_KEY=None, GEMINI_API_KEY=None)
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+    responses.post(OPENAI_URL, json=openai_completion())
+    before = _cache_counts(app)
+    for headers in ({}, {}, {}, {"Cache-Control": "no-cache"}):   # miss, hit, hit, not consulted
+        client.post("/v1/chat/completions", json=BODY, headers=headers)
+    after = _cache_counts(app)
+    assert (after["miss"] - before["miss"], after["hit"] - before["hit"]) == (1, 2)

@@ -25,7 +25,7 @@ def test_requests_succeed_while_redis_is_down_and_the_cache_returns_after(make_a
     started = time.monotonic()
     down = [client.post("/v1/chat/completions", json=BODY) for _ in range(10)]
     assert [r.status_code for r in down] == [200] * 10          # cache skipped, limits fail open
-    assert all(r.headers["X-Cache-Hit"] == "miss" for r in down)
+    assert all("X-Cache-Hit" not in r.headers for r in down)    # not consulted: neither a hit nor a miss
     assert time.monotonic() - started < 2.0                     # no request waits on the dead Redis
     assert upstream.call_count == 11
     assert app.extensions["gateway"].guard.is_down("cache")
