@@ -20,6 +20,8 @@ from requests.utils import get_encoding_from_headers
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import ProxyManager
 
+from gateway.providers.connection import Connection, TLSConnection
+
 KEEP_WARM = 4  # per pool: the most recently used connections, never closed for being idle
 _POOLS_REMEMBERED = 256  # request URLs whose pool and target an adapter remembers (upstream URLs: a few per model)
 
@@ -34,11 +36,11 @@ class _IdleSince:
 
 
 class HTTPPool(_IdleSince, HTTPConnectionPool):
-    pass
+    ConnectionCls = Connection
 
 
 class HTTPSPool(_IdleSince, HTTPSConnectionPool):
-    pass
+    ConnectionCls = TLSConnection
 
 
 class Adapter(HTTPAdapter):
