@@ -3,6 +3,7 @@
 A bad value stops start-up with a message that names the variable.
 """
 import dataclasses
+import math
 import os
 import tomllib
 
@@ -24,7 +25,7 @@ def _int(env, name, default, minimum=0):
     return value
 
 
-def _float(env, name, default, minimum=0.0, minimum_allowed=False):
+def _float(env, name, default, minimum=0.0, minimum_allowed=False, infinity_allowed=False):
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -32,6 +33,11 @@ def _float(env, name, default, minimum=0.0, minimum_allowed=False):
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    # float() takes "nan" and "inf". NaN slips past the range check below (every comparison with it is false)
+    # and breaks whatever uses it later: a NaN key cache never expires, a NaN deadline fails every cached
+    # request. Infinity overflows the same conversions, so only a setting that documents `inf` takes it.
+    if math.isnan(value) or (math.isinf(value) and not infinity_allowed):
+        raise ConfigError(f"{name} must be a finite number of seconds, got {raw!r}")
     if value < minimum or (value == minimum and not minimum_allowed):
         raise ConfigError(f"{name} must be {'at least' if minimum_allowed else 'greater than'} {minimum}, "
                           f"got {value}")
@@ -186,8 +192,9 @@ def load(env=None):
         # holds one upstream connection, and a connection past the pool's size is not kept alive.
         upstream_pool_size=_int(env, "GATEWAY_UPSTREAM_POOL_SIZE",
                                 _int(env, "GATEWAY_WORKER_CONNECTIONS", 4000, minimum=1), minimum=1),
-        # An upstream connection idle this long is closed (see providers/pools.py); httpx's default.
-        upstream_idle_seconds=_float(env, "GATEWAY_UPSTREAM_IDLE_SECONDS", 5.0),
+        # An upstream connection idle this long is closed (see providers/pools.py); httpx's default. `inf`
+        # (documented): never.
+        upstream_idle_seconds=_float(env, "GATEWAY_UPSTREAM_IDLE_SECONDS", 5.0, infinity_allowed=True),
         key_cache_seconds=_float(env, "GATEWAY_KEY_CACHE_SECONDS", 5.0),
         log_level=(env.get("GATEWAY_LOG_LEVEL") or "INFO").upper(),
         retry_after_cap=_float(env, "GATEWAY_RETRY_AFTER_CAP", 3.0),

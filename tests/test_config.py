@@ -61,3 +61,33 @@ def test_the_upstream_pool_is_as_large_as_a_workers_concurrency():
 @pytest.mark.parametrize("raw,seconds", [(None, 1.0), ("0", 0.0), ("2.5", 2.5)])
 def test_the_near_tier_is_a_second_by_default_and_zero_turns_it_off(raw, seconds):
     assert load({} if raw is None else {"GATEWAY_CACHE_NEAR_SECONDS": raw}).cache_near_seconds == seconds
+
+
+SECONDS_SETTINGS = ["GATEWAY_CONNECT_TIMEOUT", "GATEWAY_READ_TIMEOUT", "GATEWAY_FIRST_TOKEN_TIMEOUT",
+                    "GATEWAY_DEADLINE", "GATEWAY_UPSTREAM_IDLE_SECONDS", "GATEWAY_KEY_CACHE_SECONDS",
+                    "GATEWAY_RETRY_AFTER_CAP", "GATEWAY_RETRY_BACKOFF", "GATEWAY_BREAKER_COOLDOWN",
+                    "GATEWAY_LOG_FLUSH_SECONDS", "GATEWAY_CACHE_NEAR_SECONDS"]
+
+
+@pytest.mark.parametrize("name", SECONDS_SETTINGS)
+@pytest.mark.parametrize("value", ["nan", "NaN", "-nan"])
+def test_nan_seconds_stop_start_up_naming_the_variable(name, value):
+    # float() takes "nan", which slips past every range check (a NaN key cache never expires).
+    with pytest.raises(ConfigError) as e:
+        load({name: value})
+    assert name in str(e.value) and value in str(e.value)
+
+
+@pytest.mark.parametrize("name", [n for n in SECONDS_SETTINGS if n != "GATEWAY_UPSTREAM_IDLE_SECONDS"])
+@pytest.mark.parametrize("value", ["inf", "Infinity", "+inf"])
+def test_infinite_seconds_stop_start_up_unless_documented(name, value):
+    with pytest.raises(ConfigError) as e:
+        load({name: value})
+    assert name in str(e.value)
+
+
+def test_idle_upstream_connections_may_be_kept_forever_as_the_readme_says_but_not_nan():
+    assert load({"GATEWAY_UPSTREAM_IDLE_SECONDS": "inf"}).upstream_idle_seconds == float("inf")
+    with pytest.raises(ConfigError):
+        load({"GATEWAY_UPSTREAM_IDLE_SECONDS": "nan"})
+
