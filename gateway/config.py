@@ -5,6 +5,7 @@ A bad value stops start-up with a message that names the variable.
 import dataclasses
 import math
 import os
+import re
 import tomllib
 
 
@@ -59,10 +60,19 @@ def _bool(env, name, default):
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+def _scheme_of(raw):
+    """All of a bad URL a message may show: its scheme. The rest can hold a password
+    (redis://:password@host), and a message goes to logs and terminals."""
+    scheme, sep, _ = raw.partition("://")
+    if sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        return f"scheme {scheme!r}"
+    return "a value without a scheme:// (not shown: it may hold a password)"
+
+
 def _url(env, name, default):
     raw = (env.get(name) or "").strip() or default
     if not raw.startswith(("http://", "https://")):
-        raise ConfigError(f"{name} must be an http(s) URL, got {raw!r}")
+        raise ConfigError(f"{name} must be an http(s) URL, got {_scheme_of(raw)}")
     return raw.rstrip("/")
 
 
@@ -82,14 +92,14 @@ def _database(env):
         return f"sqlite:///{os.path.join(instance, 'gateway.db')}"
     url = database_url(raw)
     if not url.startswith(("postgresql+psycopg2://", "sqlite://")):
-        raise ConfigError(f"DATABASE_URL must be a postgres:// or sqlite:// URL, got scheme {raw.split(':', 1)[0]!r}")
+        raise ConfigError(f"DATABASE_URL must be a postgres:// or sqlite:// URL, got {_scheme_of(raw)}")
     return url
 
 
 def _redis(env):
     raw = (env.get("REDIS_URL") or "").strip()
     if raw and not raw.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"REDIS_URL must be a redis://, rediss:// or unix:// URL, got {raw!r}")
+        raise ConfigError(f"REDIS_URL must be a redis://, rediss:// or unix:// URL, got {_scheme_of(raw)}")
     return raw or None
 
 

@@ -91,3 +91,23 @@ def test_idle_upstream_connections_may_be_kept_forever_as_the_readme_says_but_no
     with pytest.raises(ConfigError):
         load({"GATEWAY_UPSTREAM_IDLE_SECONDS": "nan"})
 
+
+
+@pytest.mark.parametrize("name,value", [
+    ("REDIS_URL", "redis//:s3cretpw@redis.internal:6379/0"),     # the auditor's typo
+    ("REDIS_URL", "http://:s3cretpw@redis.internal:6379/0"),
+    ("REDIS_URL", "s3cretpw@redis.internal:6379"),
+    ("DATABASE_URL", "s3cretpw@db.internal/app"),
+    ("OPENAI_BASE_URL", "ftp://user:s3cretpw@proxy.internal/v1"),
+    ("OPENAI_BASE_URL", "user:s3cretpw@proxy.internal/v1"),
+])
+def test_a_bad_url_is_named_without_echoing_its_password(name, value):
+    with pytest.raises(ConfigError) as e:
+        load({name: value})
+    assert name in str(e.value) and "s3cretpw" not in str(e.value)
+
+
+def test_a_bad_url_names_its_scheme():
+    with pytest.raises(ConfigError) as e:
+        load({"REDIS_URL": "http://:s3cretpw@redis.internal:6379/0"})
+    assert "'http'" in str(e.value)
