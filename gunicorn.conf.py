@@ -20,27 +20,48 @@ if __name__ == "__config__" and "PYTHONMALLOC" not in os.environ and not sys.fla
         del os.environ["PYTHONMALLOC"]
         sys.stderr.write(f"gateway: could not restart on the C allocator ({e}); going on with Python's\n")
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '8080')}"
+
+def _settings_module():
+    """gateway/config.py, run from its file: `import gateway.config` would first run gateway/__init__.py, which
+    imports the whole app (ssl and urllib3 among it) into the master, before gevent patches anything, and every
+    worker would inherit them. config.py itself imports only the standard library."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gateway", "config.py")
+    spec = importlib.util.spec_from_file_location("gateway_settings_for_gunicorn", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# Validated as the app's settings are: a bad one stops the master with one line naming it.
+_config = _settings_module()
+try:
+    _serving = _config.serving()
+except _config.ConfigError as e:
+    sys.stderr.write(f"gateway: configuration error: {e}\n")
+    sys.exit(4)
+
+bind = f"0.0.0.0:{_serving.port}"
 # Without Redis the cache and the rate limits live in each process, and a limit is exact only in one:
 # one worker then, unless WEB_CONCURRENCY says otherwise (the start-up check warns about it).
-workers = int(os.environ.get("WEB_CONCURRENCY") or (2 if os.environ.get("REDIS_URL") else 1))
+workers = _serving.workers
 worker_class = "gevent"
 # Each open stream holds a connection for its whole life: leave room for thousands per worker.
-worker_connections = int(os.environ.get("GATEWAY_WORKER_CONNECTIONS", "4000"))
+worker_connections = _serving.worker_connections
 # gevent workers heartbeat from their event loop, so a long healthy stream never trips this.
-timeout = int(os.environ.get("GATEWAY_WORKER_TIMEOUT", "60"))
-graceful_timeout = int(os.environ.get("GATEWAY_GRACEFUL_TIMEOUT", "120"))
+timeout = _serving.worker_timeout
+graceful_timeout = _serving.graceful_timeout
 # Idle keep-alive connections hold a worker's graceful stop until they time out: keep them short.
 # (nginx reconnects at no cost; see deploy/nginx.conf.)
-keepalive = int(os.environ.get("GATEWAY_KEEPALIVE", "5"))
+keepalive = _serving.keepalive
 # Recycle a worker now and then (a long-lived process's fragmentation); its streams finish first.
-max_requests = int(os.environ.get("GATEWAY_MAX_REQUESTS", "50000"))
+max_requests = _serving.max_requests
 max_requests_jitter = max(1, max_requests // 10) if max_requests else 0
 forwarded_allow_ips = os.environ.get("GATEWAY_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 accesslog = os.environ.get("GATEWAY_ACCESS_LOG", "-") or None
 access_log_format = ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({x-request-id}o)s'
 errorlog = "-"
-loglevel = os.environ.get("GATEWAY_LOG_LEVEL", "info").lower()
+loglevel = _serving.log_level.lower()
 preload_app = False
 
 

@@ -100,6 +100,12 @@ def cmd_report(args):
 
 
 def cmd_serve(args):
+    # gunicorn.conf.py checks these too, but gunicorn reads WEB_CONCURRENCY with int() as it is imported,
+    # before the file runs: a bad one would be a traceback there.
+    try:
+        config_module.serving()
+    except config_module.ConfigError as e:
+        sys.exit(f"gateway: configuration error: {e}")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "-c", os.path.join(root, "gunicorn.conf.py"),
                                "wsgi:app", "--chdir", root])

@@ -13,7 +13,7 @@ class ConfigError(Exception):
     pass
 
 
-def _int(env, name, default, minimum=0):
+def _int(env, name, default, minimum=0, maximum=None):
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -23,6 +23,8 @@ def _int(env, name, default, minimum=0):
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, got {value}")
     return value
 
 
@@ -101,6 +103,61 @@ def _redis(env):
     if raw and not raw.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"REDIS_URL must be a redis://, rediss:// or unix:// URL, got {_scheme_of(raw)}")
     return raw or None
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # the levels gunicorn's loglevel knows too
+
+
+def _log_level(env):
+    raw = (env.get("GATEWAY_LOG_LEVEL") or "").strip()
+    if not raw:
+        return "INFO"
+    if raw.upper() not in LOG_LEVELS:
+        raise ConfigError(f"GATEWAY_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+    return raw.upper()
+
+
+def _port(env):
+    # 0 lets the system pick a free port (gunicorn logs which).
+    return _int(env, "PORT", 8080, minimum=0, maximum=65535)
+
+
+def _web_concurrency(env):
+    return _int(env, "WEB_CONCURRENCY", 2 if env.get("REDIS_URL") else 1, minimum=1)
+
+
+def _worker_connections(env):
+    return _int(env, "GATEWAY_WORKER_CONNECTIONS", 4000, minimum=1)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Serving:
+    """gunicorn's own settings. gunicorn.conf.py reads them here, so that a bad one stops the master with one
+    line naming it, as a bad setting of the app does, not with a traceback from int()."""
+    port: int
+    workers: int
+    worker_connections: int
+    worker_timeout: int
+    graceful_timeout: int
+    keepalive: int
+    max_requests: int
+    log_level: str
+
+
+def serving(env=None):
+    """Read and validate gunicorn's settings; raise ConfigError naming the first bad variable. 0 means what
+    gunicorn makes of it: no heartbeat timeout, an immediate stop, no keep-alive, never recycle."""
+    env = os.environ if env is None else env
+    return Serving(
+        port=_port(env),
+        workers=_web_concurrency(env),
+        worker_connections=_worker_connections(env),
+        worker_timeout=_int(env, "GATEWAY_WORKER_TIMEOUT", 60),
+        graceful_timeout=_int(env, "GATEWAY_GRACEFUL_TIMEOUT", 120),
+        keepalive=_int(env, "GATEWAY_KEEPALIVE", 5),
+        max_requests=_int(env, "GATEWAY_MAX_REQUESTS", 50000),
+        log_level=_log_level(env),
+    )
 
 
 def _file_config(env):
@@ -189,8 +246,8 @@ def load(env=None):
             "anthropic": _url(env, "ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
             "gemini": _url(env, "GEMINI_BASE_URL", "https://generativelanguage.googleapis.com"),
         },
-        port=_int(env, "PORT", 8080, minimum=1),
-        web_concurrency=_int(env, "WEB_CONCURRENCY", 2 if env.get("REDIS_URL") else 1, minimum=1),
+        port=_port(env),
+        web_concurrency=_web_concurrency(env),
         file_config=file_config,
         connect_timeout=_float(env, "GATEWAY_CONNECT_TIMEOUT", 5.0),
         read_timeout=_float(env, "GATEWAY_READ_TIMEOUT", 120.0),
@@ -200,13 +257,12 @@ def load(env=None):
         cors_origins=_origins(env),
         # As large as a worker's concurrency (gunicorn.conf.py's worker_connections): every open stream
         # holds one upstream connection, and a connection past the pool's size is not kept alive.
-        upstream_pool_size=_int(env, "GATEWAY_UPSTREAM_POOL_SIZE",
-                                _int(env, "GATEWAY_WORKER_CONNECTIONS", 4000, minimum=1), minimum=1),
+        upstream_pool_size=_int(env, "GATEWAY_UPSTREAM_POOL_SIZE", _worker_connections(env), minimum=1),
         # An upstream connection idle this long is closed (see providers/pools.py); httpx's default. `inf`
         # (documented): never.
         upstream_idle_seconds=_float(env, "GATEWAY_UPSTREAM_IDLE_SECONDS", 5.0, infinity_allowed=True),
         key_cache_seconds=_float(env, "GATEWAY_KEY_CACHE_SECONDS", 5.0),
-        log_level=(env.get("GATEWAY_LOG_LEVEL") or "INFO").upper(),
+        log_level=_log_level(env),
         retry_after_cap=_float(env, "GATEWAY_RETRY_AFTER_CAP", 3.0),
         retry_backoff=_float(env, "GATEWAY_RETRY_BACKOFF", 0.2),
         breaker_failures=_int(env, "GATEWAY_BREAKER_FAILURES", 3, minimum=1),

@@ -111,3 +111,10 @@ def test_a_bad_url_names_its_scheme():
     with pytest.raises(ConfigError) as e:
         load({"REDIS_URL": "http://:s3cretpw@redis.internal:6379/0"})
     assert "'http'" in str(e.value)
+
+
+def test_an_unknown_log_level_stops_start_up_naming_the_variable():
+    with pytest.raises(ConfigError) as e:
+        load({"GATEWAY_LOG_LEVEL": "LOUD"})
+    assert "GATEWAY_LOG_LEVEL" in str(e.value) and "LOUD" in str(e.value)
+    assert load({"GATEWAY_LOG_LEVEL": " warning "}).log_level == "WARNING"
