@@ -67,10 +67,31 @@ preload_app = False
 
 # Prometheus multiprocess mode: every worker writes its metrics to files in one directory, which
 # /metrics sums. The directory is made fresh when the master starts, before any worker imports
-# prometheus_client.
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+# prometheus_client, and removed when that master exits. GATEWAY_METRICS_DIR_OWNER says which master made
+# it: this file runs again in the same master on SIGHUP (keep the directory), and a master started by
+# SIGUSR2 inherits the variables of its parent, which removes its directory when it exits (make another).
+# A directory set by the operator is never made or removed here.
+def _make_metrics_dir():
+    import atexit
     import tempfile
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
+    path = tempfile.mkdtemp(prefix="gateway-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    os.environ["GATEWAY_METRICS_DIR_OWNER"] = str(os.getpid())
+    # atexit, not gunicorn's on_exit hook: on_exit is not called when start-up fails (the schema check in
+    # when_ready, a port in use), and every exit of the master goes through sys.exit. Workers are forked
+    # with this handler: only the master that made the directory removes it.
+    atexit.register(_remove_metrics_dir, path, os.getpid())
+
+
+def _remove_metrics_dir(path, owner):
+    if os.getpid() == owner:
+        import shutil
+        shutil.rmtree(path, ignore_errors=True)
+
+
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR") or \
+        os.environ.get("GATEWAY_METRICS_DIR_OWNER", str(os.getpid())) != str(os.getpid()):
+    _make_metrics_dir()
 
 
 def child_exit(server, worker):
