@@ -106,9 +106,12 @@ def cmd_serve(args):
         config_module.serving()
     except config_module.ConfigError as e:
         sys.exit(f"gateway: configuration error: {e}")
+    # The current directory stays the caller's, as for every other subcommand: a relative GATEWAY_CONFIG,
+    # GATEWAY_INSTANCE_DIR (the SQLite default) or GATEWAY_SPOOL_DIR means here what it meant to `gateway db
+    # upgrade`. gunicorn finds its file by its full path and wsgi.py on --pythonpath.
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "-c", os.path.join(root, "gunicorn.conf.py"),
-                               "wsgi:app", "--chdir", root])
+                               "--pythonpath", root, "wsgi:app"])
 
 
 def parser():
