@@ -5,6 +5,8 @@ import sys
 
 from gateway import config as config_module
 
+_INT_MAX = 2 ** 31 - 1  # an SQL INTEGER column
+
 
 def _settings():
     try:
@@ -14,19 +16,49 @@ def _settings():
 
 
 def _engine(settings):
+    """The database's engine, once it has answered: an unreachable database is one line naming where it was
+    looked for, not the driver's traceback."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
     from gateway.extensions import make_engine
-    return make_engine(settings.database_url)
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        where = f"the SQLite database {url.database}"
+    else:
+        where = f"the database at {url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+    try:
+        engine = make_engine(settings.database_url)
+        with engine.connect():
+            pass
+    except OSError as e:   # the SQLite file's directory could not be made
+        sys.exit(f"gateway: cannot open {where}: {e.strerror or e}")
+    except DBAPIError as e:
+        reason = (str(e.orig).strip().splitlines() or [type(e.orig).__name__])[0]
+        if url.password:   # the driver's messages do not echo it, but never print it whatever they say
+            reason = reason.replace(url.password, "***")
+        sys.exit(f"gateway: cannot reach {where}: {reason}")
+    return engine
+
+
+def _column_length(column, option, value):
+    if len(value) > column.type.length:
+        sys.exit(f"gateway: {option} is {len(value)} characters long; at most {column.type.length} fit")
 
 
 def cmd_db_upgrade(args):
     from gateway.store.migrate import upgrade
     settings = _settings()
+    _engine(settings).dispose()
     upgrade(settings.database_url)
     print("database is up to date")
 
 
 def cmd_keys_create(args):
     from gateway.store.keys import create_key
+    from gateway.store.models import api_keys
+    if not args.name.strip():
+        sys.exit("gateway: --name must not be empty: it is how the key is told apart in listings and reports")
+    _column_length(api_keys.c.name, "--name", args.name)
     settings = _settings()
     key, key_id = create_key(_engine(settings), args.name, args.rate_limit, not args.no_cache, args.cache_ttl)
     print(f"created key {key_id} ({key[:11]}) named {args.name!r}; it is shown only once:")
@@ -76,8 +108,31 @@ def _provider_of(model):
     return m.provider if m is not None else None
 
 
+def _check_price(option, raw, column):
+    """A price the column cannot hold: PostgreSQL refuses it with a numeric overflow (SQLite stores it)."""
+    from decimal import Decimal, InvalidOperation
+    if raw is None:
+        return
+    try:
+        value = Decimal(raw.strip())
+    except InvalidOperation:
+        return   # set_price says what is wrong with it
+    limit = Decimal(10) ** (column.type.precision - column.type.scale)
+    if value.is_finite() and value >= limit:
+        sys.exit(f"gateway: {option} must be less than {limit:f} USD per 1M tokens, got {raw}")
+
+
 def cmd_pricing_set(args):
+    from gateway.store.models import model_pricing
     from gateway.store.pricing import set_price
+    _column_length(model_pricing.c.model, "the model name", args.model.strip())
+    if args.provider is not None:
+        _column_length(model_pricing.c.provider, "--provider", args.provider.strip())
+    for option, raw, column in (("--input", args.input, model_pricing.c.input_per_million),
+                                ("--output", args.output, model_pricing.c.output_per_million),
+                                ("--cached-input", args.cached_input, model_pricing.c.cached_input_per_million),
+                                ("--cache-write", args.cache_write, model_pricing.c.cache_write_per_million)):
+        _check_price(option, raw, column)
     provider = args.provider or _provider_of(args.model)
     if not provider:
         sys.exit(f"gateway: {args.model!r} is not in the model table; say which provider with --provider")
@@ -161,10 +216,11 @@ def main(argv=None):
         from gateway.simulator import main as simulate
         return simulate(argv[1:])
     args = parser().parse_args(argv)
-    if getattr(args, "rate_limit", None) is not None and args.rate_limit < 1:
-        sys.exit("gateway: --rate-limit must be at least 1")
-    if getattr(args, "cache_ttl", 1) < 1:
-        sys.exit("gateway: --cache-ttl must be at least 1")
+    # Both are INTEGER columns: PostgreSQL refuses more than 2**31 - 1 with a traceback.
+    if getattr(args, "rate_limit", None) is not None and not 1 <= args.rate_limit <= _INT_MAX:
+        sys.exit(f"gateway: --rate-limit must be from 1 to {_INT_MAX}")
+    if not 1 <= getattr(args, "cache_ttl", 1) <= _INT_MAX:
+        sys.exit(f"gateway: --cache-ttl must be from 1 to {_INT_MAX} seconds")
     args.func(args)
 
 

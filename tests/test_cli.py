@@ -116,3 +116,42 @@ def test_gateway_simulate_serves_on_the_port_it_is_given():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def one_line_refusal(out):
+    """The command stopped with one line of its own, not a traceback."""
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode != 0 and len(lines) == 1 and lines[0].startswith("gateway: "), out.stderr[-2000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize("name", ["x" * 201, "", "   "])
+def test_keys_create_refuses_a_name_the_column_cannot_hold_or_an_empty_one(url, name):
+    # PostgreSQL refused 201 characters with a DataError traceback; SQLite stored it, and an empty name.
+    line = one_line_refusal(run(["keys", "create", "--name", name], url, check=False))
+    assert "--name" in line
+
+
+@pytest.mark.parametrize("option,value", [("--rate-limit", str(2 ** 31)), ("--cache-ttl", str(2 ** 31))])
+def test_keys_create_refuses_a_number_the_column_cannot_hold(url, option, value):
+    line = one_line_refusal(run(["keys", "create", "--name", "big", option, value], url, check=False))
+    assert option in line
+
+
+@pytest.mark.parametrize("args,named", [
+    (["gpt-4o", "--input", "1e13", "--output", "1"], "--input"),
+    (["gpt-4o", "--input", "1", "--output", "1", "--cached-input", "1000000000000"], "--cached-input"),
+    (["m" * 201, "--input", "1", "--output", "1", "--provider", "openai"], "model"),
+    (["gpt-4o", "--input", "1", "--output", "1", "--provider", "p" * 101], "--provider"),
+])
+def test_pricing_set_refuses_what_the_columns_cannot_hold(url, args, named):
+    # Numeric(18, 6) holds less than 10**12: PostgreSQL refused 1e13 with a numeric overflow traceback.
+    line = one_line_refusal(run(["pricing", "set", *args], url, check=False))
+    assert named in line
+
+
+@pytest.mark.parametrize("command", [["keys", "list"], ["db", "upgrade"], ["report"]])
+def test_an_unreachable_database_is_one_line_naming_where_without_the_password(command):
+    out = run(command, "postgresql://gw:s3cretpw@127.0.0.1:1/gateway", check=False)
+    line = one_line_refusal(out)
+    assert "127.0.0.1:1" in line and "s3cretpw" not in out.stderr + out.stdout
