@@ -10,6 +10,16 @@ from sqlalchemy import create_engine, event
 
 log = logging.getLogger("gateway")
 
+# A peer that vanishes (a network partition: packets dropped, nothing refused or reset) is otherwise never
+# noticed on an established connection: a query sent and acknowledged waits for its reply forever, one not
+# acknowledged is retransmitted for ~15 minutes. Keepalive probes start after 10 s of silence, every 5 s;
+# TCP_USER_TIMEOUT (Linux; libpq >= 12) closes the connection once sent data or probes have gone unacknowledged
+# for 30 s (with it set, Linux ignores keepalives_count). A healthy server acknowledges both at once, however
+# long its query runs, so a long `gateway report` or migration is not cut short (a statement_timeout would be).
+# They cannot tell a hung server whose kernel still acknowledges from a slow one.
+_TCP_SETTINGS = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+                 "tcp_user_timeout": 30_000}
+
 
 def _cooperative_psycopg():
     """Under gevent psycopg2 blocks the whole worker while it waits on PostgreSQL: make it yield."""
@@ -47,7 +57,7 @@ def make_engine(url):
         pool_recycle=300,
         pool_pre_ping=True,
         pool_timeout=5,
-        connect_args={"connect_timeout": 5, "application_name": "gateway"},
+        connect_args={"connect_timeout": 5, "application_name": "gateway", **_TCP_SETTINGS},
     )
 
 
