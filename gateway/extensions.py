@@ -3,6 +3,7 @@
 Created once per app by `init(settings)`; a gunicorn worker gets its own after fork because the app is
 built lazily in the worker (see wsgi.py and gunicorn.conf.py).
 """
+import contextlib
 import logging
 import os
 
@@ -10,15 +11,22 @@ from sqlalchemy import create_engine, event
 
 log = logging.getLogger("gateway")
 
+_CONNECT_TIMEOUT = 5  # seconds to a usable PostgreSQL connection
 # A peer that vanishes (a network partition: packets dropped, nothing refused or reset) is otherwise never
 # noticed on an established connection: a query sent and acknowledged waits for its reply forever, one not
 # acknowledged is retransmitted for ~15 minutes. Keepalive probes start after 10 s of silence, every 5 s;
 # TCP_USER_TIMEOUT (Linux; libpq >= 12) closes the connection once sent data or probes have gone unacknowledged
 # for 30 s (with it set, Linux ignores keepalives_count). A healthy server acknowledges both at once, however
 # long its query runs, so a long `gateway report` or migration is not cut short (a statement_timeout would be).
-# They cannot tell a hung server whose kernel still acknowledges from a slow one.
+# They cannot tell a hung server whose kernel still acknowledges from a slow one: the request path bounds its
+# calls in time (`time_limit`).
 _TCP_SETTINGS = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
                  "tcp_user_timeout": 30_000}
+
+
+class DatabaseTimeout(Exception):
+    """The database did not answer a call within its time bound: a hung server, or a network that drops
+    packets. An outage, like a refused connection."""
 
 
 def _cooperative_psycopg():
@@ -49,16 +57,74 @@ def make_engine(url):
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
         return engine
-    _cooperative_psycopg()
-    return create_engine(
+    cooperative = _cooperative_psycopg()
+    engine = create_engine(
         url,
         pool_size=10,          # idle connections kept
         max_overflow=15,       # 25 at most
         pool_recycle=300,
         pool_pre_ping=True,
         pool_timeout=5,
-        connect_args={"connect_timeout": 5, "application_name": "gateway", **_TCP_SETTINGS},
+        connect_args={"connect_timeout": _CONNECT_TIMEOUT, "application_name": "gateway", **_TCP_SETTINGS},
     )
+    if cooperative:
+        _bound_connect(engine)
+    return engine
+
+
+def _bound_connect(engine):
+    """libpq enforces connect_timeout only in its blocking connect; psycogreen connects asynchronously, so
+    under gevent a server that accepts and never answers held the connecting request forever. Enforced here,
+    failing as libpq's own timeout does."""
+    import gevent
+    import psycopg2
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect, _record, cargs, cparams):
+        timer = gevent.Timeout(_CONNECT_TIMEOUT)
+        timer.start()
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except gevent.Timeout as t:
+            if t is not timer:
+                raise
+            raise psycopg2.OperationalError(f"connection to server timed out after {_CONNECT_TIMEOUT} s "
+                                            "(no answer)") from None
+        finally:
+            timer.cancel()
+
+
+def _interruptible(engine):
+    """Whether a call on `engine` can be cut short: psycopg2 waiting through gevent (psycogreen)."""
+    if engine.dialect.name != "postgresql" or engine.dialect.driver != "psycopg2":
+        return False
+    from psycopg2 import extensions
+    return extensions.get_wait_callback() is not None
+
+
+@contextlib.contextmanager
+def time_limit(engine, seconds):
+    """Raise DatabaseTimeout if the database calls on `engine` inside the block take more than `seconds`.
+
+    For the calls a request or the log writer must not wait on indefinitely. A timeout interrupts psycopg2
+    mid-protocol, so it closes that connection and SQLAlchemy invalidates it (an interrupt is not an
+    ordinary error to it): the pool never hands the half-read connection out again. Only under gevent
+    (gunicorn's workers, where waits yield): a blocking driver cannot be interrupted, and relies on the TCP
+    settings above; SQLite runs in-process and is never bounded."""
+    if not _interruptible(engine):
+        yield
+        return
+    import gevent
+    timer = gevent.Timeout(seconds)
+    timer.start()
+    try:
+        yield
+    except gevent.Timeout as t:
+        if t is not timer:
+            raise
+        raise DatabaseTimeout(f"no answer from the database within {seconds:g} s") from None
+    finally:
+        timer.cancel()
 
 
 def make_redis(url, max_connections=200):

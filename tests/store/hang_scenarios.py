@@ -1,0 +1,94 @@
+"""PostgreSQL hanging under gevent, as in a gunicorn worker: run as
+`python -m tests.store.hang_scenarios SCENARIO DATABASE_URL SPOOL_DIR`, prints one JSON line of measurements.
+
+The database is reached through a BlackHoleProxy that is told to stop forwarding: a network partition, where
+packets vanish and nothing is refused. Every step runs under a 30 s guard, so a hang is reported
+("hung": the step), not waited on.
+"""
+from gevent import monkey
+
+monkey.patch_all()
+
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import gevent  # noqa: E402
+from sqlalchemy import event, text  # noqa: E402
+
+from gateway.extensions import make_engine  # noqa: E402
+from tests.blackhole import BlackHoleProxy  # noqa: E402
+
+GUARD = 30
+
+
+class Hung(BaseException):  # not caught by the code under test's `except Exception`
+    pass
+
+
+def timed(step, fn):
+    """(seconds, result or the exception raised) of fn(); raises Hung(step) past the guard."""
+    start = time.monotonic()
+    try:
+        with gevent.Timeout(GUARD, Hung(step)):
+            try:
+                result = fn()
+            except Hung:
+                raise
+            except Exception as e:  # noqa: BLE001 - measured, not handled
+                result = e
+    finally:
+        elapsed = round(time.monotonic() - start, 2)
+    return elapsed, result
+
+
+def name(result):
+    return type(result).__name__
+
+
+def engine_scenario(direct, proxied, proxy, out, spool_dir):
+    from gateway.extensions import time_limit
+    invalidated = []
+    event.listen(proxied, "invalidate", lambda _c, _r, exc: invalidated.append(name(exc)))
+    with proxied.connect() as conn:
+        first_pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+    proxy.hold()
+
+    def pooled():
+        with time_limit(proxied, 1.0), proxied.connect() as conn:
+            return conn.execute(text("SELECT 1")).scalar()
+    out["pooled_seconds"], result = timed("pooled", pooled)
+    out["pooled_error"], out["invalidated"] = name(result), invalidated
+
+    fresh = make_engine(proxied.url.render_as_string(hide_password=False))  # an empty pool: must connect
+
+    def connect():
+        with fresh.connect():
+            pass
+    out["connect_seconds"], result = timed("connect", connect)
+    out["connect_error"] = name(result)
+    proxy.resume()
+    with proxied.connect() as conn:
+        out["after_resume"] = conn.execute(text("SELECT 42")).scalar()
+        out["new_backend"] = conn.execute(text("SELECT pg_backend_pid()")).scalar() != first_pid
+
+
+def main():
+    scenario, database_url, spool_dir = sys.argv[1:4]
+    direct = make_engine(database_url)
+    host, port = database_url.rsplit("@", 1)[1].split("/", 1)[0].split(":")
+    proxy = BlackHoleProxy(host, int(port))
+    proxied = make_engine(proxy.url(database_url))
+    out = {}
+    try:
+        globals()[scenario + "_scenario"](direct, proxied, proxy, out, spool_dir)
+    except Hung as e:
+        out["hung"] = str(e)
+    finally:
+        proxy.resume()
+        print(json.dumps(out), flush=True)
+        proxy.close()
+
+
+if __name__ == "__main__":
+    main()

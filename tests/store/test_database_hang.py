@@ -1,0 +1,28 @@
+"""PostgreSQL that stops answering (a network partition: packets vanish, nothing is refused), under gevent as
+in a gunicorn worker. Each scenario runs in a process of its own (tests/store/hang_scenarios.py) through a
+black-hole proxy; the bounds here are generous: these are fault tests, not speed tests."""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def scenario(name, pg_url, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "tests.store.hang_scenarios", name, pg_url, str(tmp_path / "spool")],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True,
+                            timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "hung" not in out, f"hung in step {out['hung']!r}: {out}"
+    return out
+
+
+def test_a_hung_call_is_cut_short_and_its_connection_never_reused(pg_url, tmp_path):
+    out = scenario("engine", pg_url, tmp_path)
+    assert out["pooled_error"] == "DatabaseTimeout" and out["pooled_seconds"] < 5
+    assert out["invalidated"] == ["Timeout"]          # interrupted mid-protocol: thrown away, not pooled
+    # libpq's connect_timeout does not work on psycogreen's asynchronous connect; the engine enforces it.
+    assert out["connect_error"] == "OperationalError" and out["connect_seconds"] < 10
+    assert out["after_resume"] == 42 and out["new_backend"]
