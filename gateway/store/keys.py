@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from gateway.extensions import DatabaseTimeout, time_limit
 from gateway.store.models import api_keys, utcnow
 
 PREFIX = "gw_"
@@ -19,7 +20,10 @@ PREFIX_LEN = 11  # "gw_" + 8 characters, shown in listings
 _NEGATIVE_TTL = 1.0  # unknown keys are remembered briefly so a bad client cannot hammer the database
 _RETRY_SECONDS = 1.0  # with the database unreachable, a key's look-up is tried again at most this often
 _MAX_STALE_SECONDS = 600.0  # and a key confirmed valid at most this long ago stays valid meanwhile
-_OUTAGE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError)  # not a bug: the database
+_LOAD_TIMEOUT = 2.0  # a look-up (a few ms) not answered in this long is a hung database: an outage
+_FLUSH_TIMEOUT = 5.0
+_OUTAGE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError,
+           DatabaseTimeout)  # not a bug: the database
 _UNAVAILABLE = object()
 
 log = logging.getLogger("gateway")
@@ -128,7 +132,9 @@ class KeyCache:
         With the database unreachable, a key confirmed valid in the last `max_stale` seconds stays valid,
         tried again once a second, so an outage does not fail every request; a key not seen, or seen too
         long ago, gets KeyStoreUnavailable (for a second, without a query per request). Only connection
-        failures count as an outage: any other error is raised, and a key never stays valid for it."""
+        failures, and a look-up not answered within `_LOAD_TIMEOUT` (a hung database: under gevent it is
+        cut short), count as an outage: any other error is raised, and a key never stays valid for it. An
+        outage never moves a key's confirmation time, so no key outlives `max_stale` unconfirmed."""
         now = time.monotonic()
         with self._lock:
             started = self._loading.get(digest)
@@ -136,16 +142,18 @@ class KeyCache:
                 return stale
             self._loading[digest] = now
         try:
-            info = self._load(digest)
+            with time_limit(self.engine, _LOAD_TIMEOUT):
+                info = self._load(digest)
         except _OUTAGE as e:
             self._say_failing(e)
             valid = stale is not None and stale[0] not in (None, _UNAVAILABLE) and now - stale[2] < self.max_stale
+            retry = time.monotonic() + _RETRY_SECONDS  # from the failure: a look-up that timed out took a while
             if stale is not None and stale[0] is None:
-                entry = (None, now + _RETRY_SECONDS, stale[2])         # unknown before: still unknown
+                entry = (None, retry, stale[2])                    # unknown before: still unknown
             elif valid:
-                entry = (stale[0], now + _RETRY_SECONDS, stale[2])
+                entry = (stale[0], retry, stale[2])
             else:
-                entry = (_UNAVAILABLE, now + _RETRY_SECONDS, now)
+                entry = (_UNAVAILABLE, retry, now)
         else:
             if self._failing:
                 self._failing = False
@@ -183,7 +191,7 @@ class KeyCache:
         if not used:
             return 0
         table = api_keys
-        with self.engine.begin() as conn:
+        with time_limit(self.engine, _FLUSH_TIMEOUT), self.engine.begin() as conn:
             for key_id, ts in used.items():
                 conn.execute(update(table).where(table.c.id == key_id).values(
                     last_used_at=dt.datetime.fromtimestamp(ts, dt.timezone.utc)))

@@ -73,6 +73,36 @@ def engine_scenario(direct, proxied, proxy, out, spool_dir):
         out["new_backend"] = conn.execute(text("SELECT pg_backend_pid()")).scalar() != first_pid
 
 
+def keys_scenario(direct, proxied, proxy, out, spool_dir):
+    from gateway.store.keys import KeyCache, KeyStoreUnavailable, create_key, revoke_key
+    confirmed, confirmed_id = create_key(direct, "confirmed before the partition")
+    unseen, _ = create_key(direct, "never seen by this worker")
+    cache = KeyCache(proxied, ttl=0.5)
+    assert cache.lookup(confirmed).id == confirmed_id
+    proxy.hold()
+    time.sleep(0.6)  # its entry has expired: the next request reloads it
+    seconds, results = [], []
+    for _ in range(4):  # the reload, then requests meanwhile and at the retries after it
+        elapsed, result = timed("confirmed", lambda: cache.lookup(confirmed))
+        seconds.append(elapsed)
+        results.append(result.id == confirmed_id if not isinstance(result, Exception) else name(result))
+        time.sleep(0.7)
+    out["confirmed_seconds"], out["confirmed_results"] = seconds, results
+
+    def refused():
+        try:
+            cache.lookup(unseen)
+        except KeyStoreUnavailable:
+            return "KeyStoreUnavailable"
+    out["unseen_seconds"], out["unseen_result"] = timed("unseen", refused)
+    proxy.resume()
+    revoke_key(direct, str(confirmed_id))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and cache.lookup(confirmed) is not None:
+        time.sleep(0.2)
+    out["revoked_after_resume"] = cache.lookup(confirmed) is None
+
+
 def main():
     scenario, database_url, spool_dir = sys.argv[1:4]
     direct = make_engine(database_url)

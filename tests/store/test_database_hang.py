@@ -26,3 +26,11 @@ def test_a_hung_call_is_cut_short_and_its_connection_never_reused(pg_url, tmp_pa
     # libpq's connect_timeout does not work on psycogreen's asynchronous connect; the engine enforces it.
     assert out["connect_error"] == "OperationalError" and out["connect_seconds"] < 10
     assert out["after_resume"] == 42 and out["new_backend"]
+
+
+def test_a_confirmed_key_keeps_working_and_an_unseen_one_is_refused_quickly(pg_url, tmp_path):
+    out = scenario("keys", pg_url, tmp_path)
+    assert out["confirmed_results"] == [True] * 4
+    assert max(out["confirmed_seconds"]) < 5          # the look-up bound is 2 s
+    assert out["unseen_result"] == "KeyStoreUnavailable" and out["unseen_seconds"] < 5
+    assert out["revoked_after_resume"]                # the outage kept no key valid once the database answers

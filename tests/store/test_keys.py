@@ -4,7 +4,7 @@ import time
 import pytest
 from sqlalchemy import select
 
-from gateway.extensions import make_engine
+from gateway.extensions import DatabaseTimeout, make_engine
 from sqlalchemy.exc import OperationalError
 
 from gateway.store import keys as keys_module
@@ -133,6 +133,42 @@ def test_an_error_that_is_not_an_outage_never_keeps_a_key_valid(engine):
     cache._load = broken
     with pytest.raises(AttributeError):
         cache.lookup(key)
+
+
+def _times_out(digest):
+    raise DatabaseTimeout("no answer from the database within 2 s")
+
+
+def test_a_look_up_that_times_out_is_an_outage_not_an_error(engine):
+    key, key_id, cache = _expired(engine, "kim")
+    cache._load = _times_out
+    assert cache.lookup(key).id == key_id             # confirmed a moment ago: stays valid
+    other, _ = create_key(engine, "not seen")
+    with pytest.raises(KeyStoreUnavailable):          # not seen: a 503, not a 500
+        cache.lookup(other)
+
+
+def test_a_key_whose_look_ups_keep_timing_out_is_refused_once_its_confirmation_is_too_old(engine):
+    key, key_id, cache = _expired(engine, "liam", max_stale=0.6)
+    cache._load = _times_out
+    assert cache.lookup(key).id == key_id
+    time.sleep(1.05)                                  # retried, timed out again: that confirms nothing
+    with pytest.raises(KeyStoreUnavailable):
+        cache.lookup(key)
+
+
+def test_after_a_slow_failed_look_up_the_retry_waits_a_second_from_the_failure(engine):
+    key, key_id, cache = _expired(engine, "mona")
+    calls = []
+
+    def slow_timeout(digest):                         # as a look-up cut short after its bound
+        calls.append(digest)
+        time.sleep(1.2)
+        _times_out(digest)
+    cache._load = slow_timeout
+    assert cache.lookup(key).id == key_id
+    assert cache.lookup(key).id == key_id             # right after: no second wait on the hung database
+    assert len(calls) == 1
 
 
 def test_a_reload_that_hangs_is_not_waited_on_past_the_ttl(engine):
