@@ -2,7 +2,12 @@
 from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 
+from gateway.extensions import time_limit
+
 bp = Blueprint("health", __name__)
+# A database that has not answered `SELECT 1` in this long is down for readiness: the probe must answer
+# while it hangs, not time out along with it.
+_DATABASE_TIMEOUT = 2.0
 
 
 @bp.get("/healthz")
@@ -15,7 +20,7 @@ def readyz():
     gw = current_app.extensions["gateway"]
     checks, down = {}, []
     try:
-        with gw.engine.connect() as conn:
+        with time_limit(gw.engine, _DATABASE_TIMEOUT), gw.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception as e:  # noqa: BLE001 - any failure means not ready

@@ -103,6 +103,20 @@ def keys_scenario(direct, proxied, proxy, out, spool_dir):
     out["revoked_after_resume"] = cache.lookup(confirmed) is None
 
 
+def readyz_scenario(direct, proxied, proxy, out, spool_dir):
+    from gateway import config, create_app
+    url = proxied.url.render_as_string(hide_password=False)
+    app = create_app(config.load({"DATABASE_URL": url, "GATEWAY_SPOOL_DIR": spool_dir}))
+    client = app.test_client()
+    out["before"] = client.get("/readyz").status_code
+    proxy.hold()
+    out["seconds"], resp = timed("readyz", lambda: client.get("/readyz"))
+    out["status"] = resp.status_code if not isinstance(resp, Exception) else name(resp)
+    out["database"] = resp.get_json()["checks"]["database"] if not isinstance(resp, Exception) else None
+    proxy.resume()
+    out["after"] = client.get("/readyz").status_code
+
+
 def main():
     scenario, database_url, spool_dir = sys.argv[1:4]
     direct = make_engine(database_url)

@@ -34,3 +34,10 @@ def test_a_confirmed_key_keeps_working_and_an_unseen_one_is_refused_quickly(pg_u
     assert max(out["confirmed_seconds"]) < 5          # the look-up bound is 2 s
     assert out["unseen_result"] == "KeyStoreUnavailable" and out["unseen_seconds"] < 5
     assert out["revoked_after_resume"]                # the outage kept no key valid once the database answers
+
+
+def test_readyz_answers_503_while_the_database_hangs(pg_url, tmp_path):
+    out = scenario("readyz", pg_url, tmp_path)
+    assert out["before"] == 200
+    assert out["status"] == 503 and out["seconds"] < 5 and out["database"] == "down: DatabaseTimeout"
+    assert out["after"] == 200
