@@ -19,6 +19,7 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
+from gateway.extensions import time_limit
 from gateway.store.models import model_pricing, utcnow
 
 log = logging.getLogger("gateway.pricing")
@@ -27,6 +28,7 @@ MILLION = Decimal(1_000_000)
 COST_PLACES = Decimal("0.00000001")  # gateway_logs.cost_usd is Numeric(18, 8)
 PRICE_PLACES = Decimal("0.000001")   # model_pricing prices are Numeric(18, 6)
 _RETRY_SECONDS = 5.0                 # after a failed load, the next attempt waits this long
+_LOAD_TIMEOUT = 2.0                  # the first load is on a request's path: a hung database is a failed load
 # Token counts × prices need more than the default 28 digits only in absurd cases; be safe anyway.
 _CONTEXT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_UP)
 
@@ -166,7 +168,8 @@ class PriceBook:
     def refresh(self):
         """Reload now, in the calling thread. Returns True on success."""
         try:
-            history = _load_history(self.engine)
+            with time_limit(self.engine, _LOAD_TIMEOUT):
+                history = _load_history(self.engine)
         except Exception:  # noqa: BLE001 - the prices already loaded stay in use
             self._next_load = time.monotonic() + min(self.refresh_seconds, _RETRY_SECONDS)
             self._failures += 1

@@ -103,6 +103,17 @@ def keys_scenario(direct, proxied, proxy, out, spool_dir):
     out["revoked_after_resume"] = cache.lookup(confirmed) is None
 
 
+def prices_scenario(direct, proxied, proxy, out, spool_dir):
+    from gateway.store.pricing import PriceBook
+    book = PriceBook(proxied)
+    with proxied.connect() as conn:
+        conn.execute(text("SELECT 1"))  # a pooled connection, to be caught by the partition
+    proxy.hold()
+    out["first_load_seconds"], price = timed("price", lambda: book.price("gpt-4o-mini"))
+    out["first_load_result"] = None if price is None else name(price)
+    proxy.resume()
+
+
 def readyz_scenario(direct, proxied, proxy, out, spool_dir):
     from gateway import config, create_app
     url = proxied.url.render_as_string(hide_password=False)

@@ -36,6 +36,11 @@ def test_a_confirmed_key_keeps_working_and_an_unseen_one_is_refused_quickly(pg_u
     assert out["revoked_after_resume"]                # the outage kept no key valid once the database answers
 
 
+def test_prices_that_cannot_be_loaded_do_not_hold_the_request(pg_url, tmp_path):
+    out = scenario("prices", pg_url, tmp_path)
+    assert out["first_load_result"] is None and out["first_load_seconds"] < 5
+
+
 def test_readyz_answers_503_while_the_database_hangs(pg_url, tmp_path):
     out = scenario("readyz", pg_url, tmp_path)
     assert out["before"] == 200
