@@ -33,6 +33,7 @@ import time
 
 from sqlalchemy import text
 
+from gateway.extensions import time_limit
 from gateway.store.logs import _is_bad_data, insert_ignoring_duplicates, normalize
 from gateway.store.spool import (_fsync_dir, _raw_line, _Spool, append_to, claim_abandoned, encode, read_batch,
                                  rejected_path, waiting_bytes)
@@ -42,6 +43,11 @@ log = logging.getLogger("gateway.logs")
 _SCAN_SECONDS = 30.0  # how often a healthy writer looks for files abandoned by dead processes
 _REPLAY_BATCHES_PER_ROUND = 10  # replay in slices so live rows are not held up behind a large file
 _YIELD_EVERY = 32  # rows normalized between yields (~0.5 ms of CPU): a batch must not stall a worker's requests
+# A database that does not answer is down, however it fails to: an insert (milliseconds for a batch) or a probe
+# not answered in this long is given up and its rows spooled (they are replayed idempotently, so one that
+# committed after all is not written twice).
+_WRITE_TIMEOUT = 10.0
+_PROBE_TIMEOUT = 2.0
 
 
 class _DatabaseDown(Exception):
@@ -292,7 +298,7 @@ class LogWriter:
         """Insert normalized rows, skipping stored request_ids; returns how many were inserted. Rows
         the database refuses are found one by one and set aside. Raises _DatabaseDown."""
         try:
-            inserted = insert_ignoring_duplicates(self.engine, rows)
+            inserted = self._insert(rows)
         except Exception as e:  # noqa: BLE001 - classified here
             if not _is_bad_data(e):
                 raise _DatabaseDown() from e
@@ -302,7 +308,7 @@ class LogWriter:
         inserted, bad = 0, []
         for row in rows:
             try:
-                inserted += insert_ignoring_duplicates(self.engine, [row])
+                inserted += self._insert([row])
             except Exception as e:  # noqa: BLE001
                 if not _is_bad_data(e):
                     raise _DatabaseDown() from e
@@ -310,6 +316,11 @@ class LogWriter:
         self._down = False
         self._reject(bad)
         return inserted
+
+    def _insert(self, rows):
+        engine = self.engine
+        with time_limit(engine, _WRITE_TIMEOUT):
+            return insert_ignoring_duplicates(engine, rows)
 
     def _mark_down(self, exc):
         if not self._down:
@@ -327,8 +338,9 @@ class LogWriter:
         if self._down:
             if now < self._next_probe:
                 return
+            engine = self.engine
             try:
-                with self.engine.connect() as conn:
+                with time_limit(engine, _PROBE_TIMEOUT), engine.connect() as conn:
                     conn.execute(text("SELECT 1"))
             except Exception as e:  # noqa: BLE001 - still down
                 self._mark_down(e)

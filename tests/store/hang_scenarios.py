@@ -128,6 +128,51 @@ def readyz_scenario(direct, proxied, proxy, out, spool_dir):
     out["after"] = client.get("/readyz").status_code
 
 
+def logwriter_scenario(direct, proxied, proxy, out, spool_dir):
+    import glob
+    import secrets
+
+    from sqlalchemy import func, select
+
+    from gateway.store import logwriter
+    from gateway.store.logwriter import LogWriter
+    from gateway.store.models import gateway_logs
+    logwriter._WRITE_TIMEOUT, logwriter._PROBE_TIMEOUT = 1.5, 0.5  # the real ones are seconds more
+    writer = LogWriter(proxied, spool_dir, flush_interval=0.05, probe_seconds=0.3)
+    prefix = "req_hang_" + secrets.token_hex(4)
+    ids = [f"{prefix}_{i}" for i in range(6)]
+
+    def row(request_id):
+        return {"request_id": request_id, "endpoint": "/v1/chat/completions", "model": "gpt-4o-mini",
+                "status_code": 200, "latency_ms": 5}
+    writer.enqueue(row(ids[0]))
+    assert writer.flush(10) and writer.written == 1
+    proxy.hold()
+    start = time.monotonic()
+    for request_id in ids[1:]:
+        writer.enqueue(row(request_id))
+        time.sleep(0.1)
+    while writer.spooled < 5 and time.monotonic() - start < GUARD:
+        time.sleep(0.05)
+    out["spooled"], out["spooled_after"] = writer.spooled, round(time.monotonic() - start, 2)
+    out["in_memory"] = writer.queue_depth()
+    proxy.resume()
+    start = time.monotonic()
+
+    def stored():
+        with direct.connect() as conn:
+            return conn.execute(select(gateway_logs.c.request_id, func.count())
+                                .where(gateway_logs.c.request_id.like(prefix + "%"))
+                                .group_by(gateway_logs.c.request_id)).all()
+    while len(stored()) < len(ids) and time.monotonic() - start < GUARD:
+        time.sleep(0.1)
+    out["replayed_after"] = round(time.monotonic() - start, 2)
+    out["stored"] = dict(stored())
+    out["ids"] = ids
+    writer.stop(5)
+    out["spool_files_left"] = [f for f in glob.glob(spool_dir + "/*.jsonl") if not f.split("/")[-1].startswith("rejected")]
+
+
 def main():
     scenario, database_url, spool_dir = sys.argv[1:4]
     direct = make_engine(database_url)

@@ -46,3 +46,12 @@ def test_readyz_answers_503_while_the_database_hangs(pg_url, tmp_path):
     assert out["before"] == 200
     assert out["status"] == 503 and out["seconds"] < 5 and out["database"] == "down: DatabaseTimeout"
     assert out["after"] == 200
+
+
+def test_the_log_writer_spools_while_the_database_hangs_and_replays_once(pg_url, tmp_path):
+    out = scenario("logwriter", pg_url, tmp_path)
+    assert out["spooled"] == 5 and out["spooled_after"] < 10   # bounds here: 1.5 s per insert, 0.5 s per probe
+    assert out["in_memory"] == 0
+    assert out["stored"] == {request_id: 1 for request_id in out["ids"]}
+    assert out["replayed_after"] < 20 and out["spool_files_left"] == []
+
