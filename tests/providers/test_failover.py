@@ -335,14 +335,20 @@ def test_a_half_open_fallback_is_not_left_probing_when_an_earlier_model_answers(
     assert manager.breakers.status("claude-haiku-4-5-20251001") == "closed"
 
 
-@responses.activate
-def test_a_half_open_model_whose_probe_is_in_flight_is_still_asked_when_nothing_else_can_be(gw):
+def _probe_in_flight(gw):
+    """A client whose gpt-4o-mini breaker is half open, its one probe slot held by another request."""
     client, manager = gw(GATEWAY_BREAKER_FAILURES="1", GATEWAY_BREAKER_COOLDOWN="30")
     now = [1000.0]
     manager.breakers.clock = lambda: now[0]
     manager.breakers.failure("gpt-4o-mini")
     now[0] += 31
-    assert manager.breakers.allow("gpt-4o-mini")                # another request holds the probe slot
+    assert manager.breakers.allow("gpt-4o-mini")
+    return client
+
+
+@responses.activate
+def test_a_half_open_model_whose_probe_is_in_flight_is_still_asked_when_nothing_else_can_be(gw):
+    client = _probe_in_flight(gw)
     openai = responses.post(OPENAI_URL, json=openai_completion())
     resp = chat(client, **{"X-Gateway-Failover": "off"})
     assert resp.status_code == 200 and openai.call_count == 1
@@ -520,12 +526,7 @@ def test_a_stream_fails_over_past_a_fallback_that_cannot_express_it(gw):
 
 @responses.activate
 def test_a_half_open_requested_model_is_still_asked_when_no_fallback_can_express_the_request(gw):
-    client, manager = gw(GATEWAY_BREAKER_FAILURES="1", GATEWAY_BREAKER_COOLDOWN="30")
-    now = [1000.0]
-    manager.breakers.clock = lambda: now[0]
-    manager.breakers.failure("gpt-4o-mini")
-    now[0] += 31
-    assert manager.breakers.allow("gpt-4o-mini")                # another request holds the probe slot
+    client = _probe_in_flight(gw)
     openai = responses.post(OPENAI_URL, json=openai_completion())
     resp = chat(client, TWO_CHOICES, **{"X-Gateway-Fallbacks": "claude-haiku-4-5"})
     assert resp.status_code == 200 and resp.headers["X-Model"] == "gpt-4o-mini"
