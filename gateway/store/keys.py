@@ -134,19 +134,35 @@ class KeyCache:
         long ago, gets KeyStoreUnavailable (for a second, without a query per request). Only connection
         failures, and a look-up not answered within `_LOAD_TIMEOUT` (a hung database: under gevent it is
         cut short), count as an outage: any other error is raised, and a key never stays valid for it. An
-        outage never moves a key's confirmation time, so no key outlives `max_stale` unconfirmed."""
+        outage never moves a key's confirmation time, so no key outlives `max_stale` unconfirmed. While an
+        outage lasts, such a key's look-ups run aside: no request waits on a database that does not answer,
+        and a revocation made meanwhile holds once a look-up gets through (the request that starts it still
+        passes)."""
         now = time.monotonic()
         with self._lock:
             started = self._loading.get(digest)
             if stale is not None and started is not None and now - started < self.ttl:
                 return stale
             self._loading[digest] = now
+        if self._failing and self._kept_through_outage(stale, now):
+            # The database is failing: a look-up may take _LOAD_TIMEOUT to fail again, and this key would stay
+            # valid anyway. So it runs aside and this request goes on with the key's last answer.
+            threading.Thread(target=self._load_into, args=(digest, stale, now), name="gateway-key-reload",
+                             daemon=True).start()
+            return stale
+        return self._load_into(digest, stale, now)
+
+    def _kept_through_outage(self, stale, now):
+        """A key confirmed valid within `max_stale`: an outage leaves it valid."""
+        return stale is not None and stale[0] not in (None, _UNAVAILABLE) and now - stale[2] < self.max_stale
+
+    def _load_into(self, digest, stale, now):
         try:
             with time_limit(self.engine, _LOAD_TIMEOUT):
                 info = self._load(digest)
         except _OUTAGE as e:
             self._say_failing(e)
-            valid = stale is not None and stale[0] not in (None, _UNAVAILABLE) and now - stale[2] < self.max_stale
+            valid = self._kept_through_outage(stale, now)
             retry = time.monotonic() + _RETRY_SECONDS  # from the failure: a look-up that timed out took a while
             if stale is not None and stale[0] is None:
                 entry = (None, retry, stale[2])                    # unknown before: still unknown

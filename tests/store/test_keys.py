@@ -1,4 +1,5 @@
 import hashlib
+import threading
 import time
 
 import pytest
@@ -103,8 +104,47 @@ def test_with_the_database_down_a_key_seen_valid_stays_valid_and_is_retried_once
     assert keys_module.hash_key(key) not in said[0] and "SELECT" not in said[0]   # no statement, no digest
     cache._load = load
     revoke_key(engine, str(key_id))
+    time.sleep(1.05)                                  # the retry is due: it runs aside, this request passes
+    assert cache.lookup(key).id == key_id
+    _settled(cache)
+    assert cache.lookup(key) is None                  # the database answered: the revocation holds
+
+
+def _settled(cache, timeout=5):
+    deadline = time.monotonic() + timeout
+    while cache._loading and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not cache._loading
+
+
+def test_while_the_database_fails_a_confirmed_key_never_waits_on_it(engine):
+    key, key_id, cache = _expired(engine, "nina")
+    cache._load = _down
+    assert cache.lookup(key).id == key_id             # the outage is seen: the key stays valid
+    release, calls = threading.Event(), []
+
+    def hung(digest):                                 # a database that does not answer until released
+        calls.append(digest)
+        release.wait(10)
+        _times_out(digest)
+    cache._load = hung
     time.sleep(1.05)                                  # the retry is due
-    assert cache.lookup(key) is None                  # the database answers again: the revocation holds
+    started = time.monotonic()
+    for _ in range(20):
+        assert cache.lookup(key).id == key_id
+    assert time.monotonic() - started < 0.5 and len(calls) == 1   # one look-up, aside
+    release.set()
+    _settled(cache)
+    assert cache.lookup(key).id == key_id             # still failing, still confirmed recently: valid
+
+
+def test_a_key_not_seen_valid_still_waits_for_its_answer_during_an_outage(engine):
+    key, _ = create_key(engine, "olga")
+    cache = KeyCache(engine)
+    cache._failing = True
+    cache._load = _times_out
+    with pytest.raises(KeyStoreUnavailable):          # nothing to go on with: the look-up is this request's
+        cache.lookup(key)
 
 
 def test_with_the_database_down_an_unseen_key_is_refused_without_a_query_per_request(engine):
