@@ -35,10 +35,25 @@ def _attempts(outcome):
     return orjson.dumps(outcome.attempts + [{**s, "skipped": True} for s in outcome.skipped]).decode()
 
 
+_PEEK_BYTES = 16384  # a refused request's body is read for its model only when it is this small
+
+
 def _model_asked(body):
     """The body's model, when it named one (a request refused by validation may still have)."""
     model = body.get("model") if isinstance(body, dict) else None
     return model[:200] if isinstance(model, str) and model else None
+
+
+def _unread_model(request_):
+    """The model of a chat request refused before its body was read (a 429), so 'report --by model' counts the
+    refusal against it; only for a small body, so a refused client cannot make the gateway parse megabytes."""
+    length = request_.content_length
+    if request_.method != "POST" or request_.path != "/v1/chat/completions" or not length or length > _PEEK_BYTES:
+        return None
+    try:
+        return _model_asked(orjson.loads(request_.get_data(cache=False)))
+    except ValueError:  # orjson.JSONDecodeError
+        return None
 
 
 def record(gw, status, stream=False):
@@ -62,7 +77,7 @@ def record(gw, status, stream=False):
         "request_id": g_.request_id,
         "api_key_id": key.id if key else None,
         "endpoint": request_.path[:100],
-        "model": _model_asked(body),
+        "model": _model_asked(body) if "body" in values else _unread_model(request_) if status == 429 else None,
         "model_served": model.name if model else values.get("cached_model"),
         "provider": outcome.provider if outcome is not None and outcome.provider else values.get("cached_provider"),
         "original_provider": outcome.original_provider if outcome is not None else values.get("cached_provider"),

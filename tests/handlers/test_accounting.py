@@ -173,6 +173,9 @@ def test_a_rate_limited_request_leaves_a_row(make_app):
     row = the_row(client, refused)
     assert (row.status_code, row.api_key_id, row.provider) == (429, key_id, None)
     assert "Rate limit" in row.error_message
+    assert row.model == "gpt-4o-mini"                 # refused before its body was read, still split by model
+    big = client.post("/v1/chat/completions", json={**BODY, "pad": "x" * 20000})
+    assert big.status_code == 429 and the_row(client, big).model is None   # too large to read for it
 
 
 @responses.activate
