@@ -4,7 +4,7 @@ import logging
 import threading
 import time
 
-from flask import Flask, g, request
+from flask import g, request
 
 from gateway import applog, config as config_module, ids
 from gateway.extensions import make_engine, make_redis
@@ -31,6 +31,7 @@ from gateway.redisguard import RedisGuard
 from gateway.store.keys import KeyCache
 from gateway.store.logwriter import LogWriter
 from gateway.store.pricing import PriceBook
+from gateway.webapp import GatewayFlask
 
 log = logging.getLogger("gateway")
 
@@ -142,26 +143,6 @@ def build(settings):
         guard=guard)
 
 
-class _App(Flask):
-    """Flask, asking once per function rather than on every call whether a view or hook is a coroutine:
-    Flask asks three or four times per request, and the gateway has no async views. The answers are kept for
-    at most _SYNC_KEPT functions: one made per request (after_this_request's) must not pile up."""
-    _SYNC_KEPT = 256
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._sync = {}
-
-    def ensure_sync(self, func):
-        try:
-            return self._sync[func]
-        except KeyError:
-            synced = super().ensure_sync(func)
-            if len(self._sync) < self._SYNC_KEPT:
-                self._sync[func] = synced
-            return synced
-
-
 def _near_tier(settings, redis_client):
     """Only in front of Redis: the in-process store needs no second in-process tier."""
     if redis_client is None or settings.cache_near_seconds <= 0:
@@ -172,7 +153,7 @@ def _near_tier(settings, redis_client):
 def create_app(settings=None):
     settings = settings or config_module.load()
     applog.configure(settings.log_level)
-    app = _App(__name__)
+    app = GatewayFlask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False
     app.extensions["gateway"] = gw = build(settings)
