@@ -7,10 +7,34 @@ from .conversation import g
 from .errors import anthropic_error, gemini_error, openai_error
 
 OPENAI_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+OPENAI_MAX_TOOL_CALL_ID = 40
 
 
 def _oa(message, param=None, code=None):
     return openai_error(400, message, "invalid_request_error", param, code)
+
+
+def _too_long(value, param):
+    """The schema's maxLength error; the API checks the schema before the order of tool messages."""
+    if isinstance(value, str) and len(value) > OPENAI_MAX_TOOL_CALL_ID:
+        return _oa(f"Invalid '{param}': string too long. Expected a string with maximum length "
+                   f"{OPENAI_MAX_TOOL_CALL_ID}, but got a string with length {len(value)} instead.", param,
+                   "string_above_max_length")
+    return None
+
+
+def _check_tool_call_ids(messages):
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            continue
+        for k, call in enumerate(m.get("tool_calls") or ()):
+            err = isinstance(call, dict) and _too_long(call.get("id"), f"messages[{i}].tool_calls[{k}].id")
+            if err:
+                return err
+        err = _too_long(m.get("tool_call_id"), f"messages[{i}].tool_call_id")
+        if err:
+            return err
+    return None
 
 
 def check_openai(body):
@@ -21,6 +45,9 @@ def check_openai(body):
         return _oa("Missing required parameter: 'messages'.", "messages", "missing_required_parameter")
     if not isinstance(messages, list) or not messages:
         return _oa(f"{messages!r} is too short - 'messages'", "messages")
+    err = _check_tool_call_ids(messages)
+    if err:
+        return err
     pending, owner = {}, None  # tool_call ids still waiting for a tool message, and the assistant's index
     for i, m in enumerate(messages):
         role = m.get("role") if isinstance(m, dict) else None

@@ -238,6 +238,26 @@ def test_openai_validation(sim, messages, param):
     assert r.json()["error"]["type"] == "invalid_request_error"
 
 
+def _oa_tool_history(call_id, result_id):
+    return USER + [{"role": "assistant", "tool_calls": [{"id": call_id, "type": "function", "function": {
+        "name": "get_weather", "arguments": "{}"}}]}, {"role": "tool", "tool_call_id": result_id, "content": "sunny"}]
+
+
+@pytest.mark.parametrize("call_id,result_id,param", [
+    ("c" * 41, "c" * 41, "messages[1].tool_calls[0].id"),
+    ("c" * 40, "c" * 41, "messages[2].tool_call_id"),
+], ids=["call-id", "tool-call-id"])
+def test_openai_tool_call_ids_longer_than_40_are_rejected(sim, call_id, result_id, param):
+    ok = oa(sim, {"model": "gpt-4o", "messages": _oa_tool_history("c" * 40, "c" * 40), "tools": OA_TOOLS})
+    assert ok.status_code == 200
+    r = oa(sim, {"model": "gpt-4o", "messages": _oa_tool_history(call_id, result_id), "tools": OA_TOOLS})
+    assert r.status_code == 400
+    assert r.json() == {"error": {
+        "message": f"Invalid '{param}': string too long. Expected a string with maximum length 40, but got a "
+                   "string with length 41 instead.",
+        "type": "invalid_request_error", "param": param, "code": "string_above_max_length"}}
+
+
 # ------------------------------------------------------------------ Anthropic
 
 def test_anthropic_text_message(sim):
