@@ -3,6 +3,8 @@
 Each `check_*` returns None or the provider's 400 `(status_line, headers, body)`; messages are the
 real APIs' wording where the wire-format reference records it.
 """
+import re
+
 from .conversation import g
 from .errors import anthropic_error, gemini_error, openai_error
 
@@ -89,6 +91,23 @@ def _turns(messages):
     return turns
 
 
+_TOOL_ID = re.compile(r"[a-zA-Z0-9_-]+")
+_TOOL_ID_FIELD = {"tool_use": "id", "tool_result": "tool_use_id"}
+
+
+def _check_tool_ids(messages):
+    """The schema's pattern on tool ids, checked before the pairing of tool_use and tool_result."""
+    for i, m in enumerate(messages):
+        content = m.get("content") if isinstance(m, dict) else None
+        for j, b in enumerate(content if isinstance(content, list) else ()):
+            field = _TOOL_ID_FIELD.get(b.get("type")) if isinstance(b, dict) else None
+            value = b.get(field) if field else None
+            if isinstance(value, str) and not _TOOL_ID.fullmatch(value):
+                return _an(f"messages.{i}.content.{j}.{b['type']}.{field}: String should match pattern "
+                           "'^[a-zA-Z0-9_-]+$'")
+    return None
+
+
 def check_anthropic(body):
     for field in ("model", "messages", "max_tokens"):
         if body.get(field) is None:
@@ -102,6 +121,9 @@ def check_anthropic(body):
         if tool.get("type", "custom") == "custom" and (not isinstance(schema, dict) or schema.get("type") != "object"):
             return _an(f"tools.{t}.custom.input_schema.type: Input should be 'object'")
     messages = body["messages"]
+    err = _check_tool_ids(messages)
+    if err:
+        return err
     last = len(messages) - 1
     for i, m in enumerate(messages):
         if m.get("role") not in ("user", "assistant"):

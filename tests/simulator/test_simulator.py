@@ -385,6 +385,25 @@ def test_anthropic_validation(sim, patch, message):
     assert message in r.json()["error"]["message"]
 
 
+def _an_tool_history(use_id, result_id):
+    return USER + [{"role": "assistant", "content": [{"type": "tool_use", "id": use_id, "name": "get_weather",
+                                                      "input": {}}]},
+                   {"role": "user", "content": [{"type": "tool_result", "tool_use_id": result_id, "content": "x"}]}]
+
+
+@pytest.mark.parametrize("use_id,result_id,where", [
+    ("functions.get_weather:0", "functions.get_weather:0", "messages.1.content.0.tool_use.id"),
+    ("", "", "messages.1.content.0.tool_use.id"),
+    ("toolu_1", "toolu_1|sig", "messages.2.content.0.tool_result.tool_use_id"),
+], ids=["tool-use-id", "empty-id", "tool-result-id"])
+def test_anthropic_tool_ids_must_match_the_pattern(sim, use_id, result_id, where):
+    assert an(sim, {"messages": _an_tool_history("toolu_A-z_09", "toolu_A-z_09"), "tools": AN_TOOLS}).ok
+    r = an(sim, {"messages": _an_tool_history(use_id, result_id), "tools": AN_TOOLS})
+    assert r.status_code == 400
+    assert r.json()["error"] == {"type": "invalid_request_error",
+                                 "message": f"{where}: String should match pattern '^[a-zA-Z0-9_-]+$'"}
+
+
 def test_anthropic_tool_result_after_tool_use_is_accepted(sim):
     msgs = USER + [TOOL_USE, {"role": "user", "content": [
         {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}]}]
