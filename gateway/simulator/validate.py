@@ -121,6 +121,8 @@ def check_anthropic(body):
         if tool.get("type", "custom") == "custom" and (not isinstance(schema, dict) or schema.get("type") != "object"):
             return _an(f"tools.{t}.custom.input_schema.type: Input should be 'object'")
     messages = body["messages"]
+    if isinstance(messages, list) and not messages:
+        return _an("messages: at least one message is required")
     err = _check_tool_ids(messages)
     if err:
         return err

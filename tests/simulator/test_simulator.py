@@ -362,6 +362,7 @@ TOOL_USE = {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1
 
 @pytest.mark.parametrize("patch,message", [
     ({"max_tokens": None}, "max_tokens: Field required"),
+    ({"messages": []}, "messages: at least one message is required"),
     ({"messages": [{"role": "system", "content": "x"}] + USER},
      "messages.0.role: Input should be 'user' or 'assistant'"),
     ({"messages": [{"role": "user", "content": [{"type": "text", "text": ""}]}]},
