@@ -91,6 +91,17 @@ def _turns(messages):
     return turns
 
 
+# claude-<family>-<major>[-<minor>][-<date>]; the older claude-3-5-sonnet-… order never matches.
+_CLAUDE_VERSION = re.compile(r"claude-[a-z]+-(\d+)(?:-(\d{1,2}))?(?!\d)")
+
+
+def _one_sampler_only(model):
+    """Claude 4.5 and later take `temperature` or `top_p`, not both. The simulator answers any model name,
+    so the rule goes by the name's version rather than by a list of served models."""
+    m = _CLAUDE_VERSION.match(model) if isinstance(model, str) else None
+    return bool(m) and (int(m[1]), int(m[2] or 0)) >= (4, 5)
+
+
 _TOOL_ID = re.compile(r"[a-zA-Z0-9_-]+")
 _TOOL_ID_FIELD = {"tool_use": "id", "tool_result": "tool_use_id"}
 
@@ -116,6 +127,8 @@ def check_anthropic(body):
     if isinstance(temperature, (int, float)) and not 0 <= temperature <= 1:
         return _an("temperature: Input should be less than or equal to 1" if temperature > 1
                    else "temperature: Input should be greater than or equal to 0")
+    if temperature is not None and body.get("top_p") is not None and _one_sampler_only(body["model"]):
+        return _an("`temperature` and `top_p` cannot both be specified for this model. Please use only one.")
     for t, tool in enumerate(body.get("tools") or ()):
         schema = tool.get("input_schema")
         if tool.get("type", "custom") == "custom" and (not isinstance(schema, dict) or schema.get("type") != "object"):

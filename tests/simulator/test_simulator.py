@@ -386,6 +386,23 @@ def test_anthropic_validation(sim, patch, message):
     assert message in r.json()["error"]["message"]
 
 
+BOTH_SAMPLERS = "`temperature` and `top_p` cannot both be specified for this model. Please use only one."
+
+
+def test_anthropic_45_and_later_refuse_temperature_with_top_p(sim):
+    for model in ("claude-sonnet-4-5", "claude-opus-4-5-20251101", "claude-haiku-4-5-20251001", "claude-opus-4-8",
+                  "claude-sonnet-5"):
+        assert an(sim, {"model": model, "messages": USER, "temperature": 0.5}).ok, model
+        assert an(sim, {"model": model, "messages": USER, "top_p": 0.9}).ok, model
+        r = an(sim, {"model": model, "messages": USER, "temperature": 0.5, "top_p": 0.9})
+        assert r.status_code == 400, model
+        assert r.json()["error"] == {"type": "invalid_request_error", "message": BOTH_SAMPLERS}
+    # The simulator serves any model name, so the rule follows the version in the name: older ones take both.
+    for model in ("claude-sonnet-4-20250514", "claude-opus-4-1-20250805", "claude-3-7-sonnet-20250219",
+                  "claude-3-5-haiku-20241022"):
+        assert an(sim, {"model": model, "messages": USER, "temperature": 0.5, "top_p": 0.9}).ok, model
+
+
 def _an_tool_history(use_id, result_id):
     return USER + [{"role": "assistant", "content": [{"type": "tool_use", "id": use_id, "name": "get_weather",
                                                       "input": {}}]},
