@@ -248,3 +248,44 @@ def test_metrics_count_cache_hits_and_misses(make_app):
         client.post("/v1/chat/completions", json=BODY, headers=headers)
     after = _cache_counts(app)
     assert (after["miss"] - before["miss"], after["hit"] - before["hit"]) == (1, 2)
+
+
+@responses.activate
+def test_a_body_seen_before_is_not_validated_or_hashed_again(make_app, monkeypatch):
+    from gateway.handlers import chat
+    app, key = make_app(ANTHROPIC_API_KEY=None, GEMINI_API_KEY=None)
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+    responses.post(OPENAI_URL, json=openai_completion())
+    checked, hashed = [], []
+    monkeypatch.setattr(chat, "validate_chat", lambda body: (checked.append(1), chat.validate_chat)[0])
+    real_key = chat.cache_key
+    monkeypatch.setattr(chat, "cache_key", lambda body, scope: (hashed.append(scope), real_key(body, scope))[1])
+    monkeypatch.setattr(chat, "_seen", {})
+    raw = json.dumps({**BODY, "temperature": 0.3}).encode()
+    for _ in range(4):
+        resp = client.post("/v1/chat/completions", data=raw, content_type="application/json")
+        assert resp.status_code == 200
+    assert len(checked) == 1 and len(hashed) == 1 and resp.headers["X-Cache-Hit"] == "exact"
+    reordered = json.dumps(dict(reversed({**BODY, "temperature": 0.3}.items()))).encode()   # other bytes
+    assert client.post("/v1/chat/completions", data=reordered, content_type="application/json").headers[
+        "X-Cache-Hit"] == "exact"
+    assert len(checked) == 2 and len(hashed) == 2
+
+
+def test_an_invalid_body_is_refused_every_time(client):
+    raw = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "wizard", "content": "x"}]}).encode()
+    for _ in range(3):
+        resp = client.post("/v1/chat/completions", data=raw, content_type="application/json")
+        assert resp.status_code == 400 and resp.get_json()["error"]["param"] == "messages[0].role"
+
+
+def test_the_seen_bodies_are_bounded(client, monkeypatch):
+    from gateway.handlers import chat
+    monkeypatch.setattr(chat, "_seen", {})
+    for n in range(chat._SEEN_BODIES + 10):
+        client.post("/v1/chat/completions", json={"model": "nope", "messages": [{"role": "user", "content": str(n)}]})
+    assert 0 < len(chat._seen) <= chat._SEEN_BODIES
+    big = {"model": "nope", "messages": [{"role": "user", "content": "x" * chat._SEEN_BYTES}]}
+    client.post("/v1/chat/completions", json=big)
+    assert all(len(raw) <= chat._SEEN_BYTES for raw in chat._seen)
