@@ -25,8 +25,8 @@ Choices:
 import json
 import re
 
-from .common import UpstreamError, chunk, completion, error_object, id_digest, text_of, usage, usage_chunk
-from .gemini import split_tool_call_id
+from .common import (UpstreamError, chunk, completion, error_object, id_digest, split_tool_call_id, text_of,
+                     usage, usage_chunk)
 
 # Anthropic stop_reason → OpenAI finish_reason (reference D.1). Unknown values become "stop".
 FINISH_REASON = {

@@ -2,6 +2,7 @@
 
 Pure functions only: no I/O, no clock except where a caller passes none.
 """
+import base64
 import hashlib
 import time
 
@@ -38,6 +39,28 @@ def new_completion_id():
 
 def new_tool_call_id():
     return "call_" + ids.token_urlsafe(18).replace("-", "a").replace("_", "b")
+
+
+# Gemini's thought signatures ride in tool-call ids (see gemini.py); every translator cuts them off.
+SIGNATURE_SEPARATOR = "__thought__"
+
+
+def tool_call_id_with_signature(call_id, signature):
+    if not signature:
+        return call_id
+    return call_id + SIGNATURE_SEPARATOR + base64.urlsafe_b64encode(signature.encode()).decode().rstrip("=")
+
+
+def split_tool_call_id(tool_call_id):
+    """(bare id, thought signature or None). An undecodable suffix is left in the id, not guessed at."""
+    base, sep, encoded = (tool_call_id or "").partition(SIGNATURE_SEPARATOR)
+    if not sep or not encoded:
+        return tool_call_id, None
+    try:
+        padded = encoded + "=" * (-len(encoded) % 4)
+        return base, base64.b64decode(padded, altchars=b"-_", validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return tool_call_id, None
 
 
 def id_digest(text, length=16):

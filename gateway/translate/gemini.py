@@ -7,22 +7,22 @@ Conventions (reference sections C and D; where gateways disagree, the choice is 
 * Thought signatures: Gemini thinking models reject history whose `functionCall` parts lost their
   `thoughtSignature`. OpenAI history has nowhere to keep it but the tool-call id, so the id becomes
   `<call id>__thought__<base64url(signature), unpadded>` (stateless; only `[A-Za-z0-9_-]`, so the id
-  is still valid for Anthropic). `split_tool_call_id` undoes it; other translators should use it to send
-  the bare id on.
+  is still valid for Anthropic). The format lives in common.py (`tool_call_id_with_signature`,
+  `split_tool_call_id`), since every translator cuts it off to send the bare id on.
 * Schemas (tool parameters, `json_schema`): Gemini takes an OpenAPI subset (`responseSchema`, not
   `responseJsonSchema`, which older models lack), see `gateway.translate.schema`.
 * Usage: prompt = promptTokenCount (cached included), completion = candidates + thoughts,
   cached = cachedContentTokenCount, reasoning = thoughtsTokenCount; total = prompt + completion.
 * A missing finishReason is treated like STOP: `tool_calls` when the candidate called a function.
 """
-import base64
 import json
 import math
 import re
 from urllib.parse import urlsplit
 
 from gateway.translate.common import (UpstreamError, chunk, completion, error_object, new_tool_call_id,
-                                      text_of, usage as make_usage, usage_chunk as make_usage_chunk)
+                                      split_tool_call_id, text_of, tool_call_id_with_signature,
+                                      usage as make_usage, usage_chunk as make_usage_chunk)
 from gateway.translate.schema import clean_schema
 
 # Gemini finishReason → OpenAI finish_reason (reference D.1, "Recommended"). Unknown values → "stop".
@@ -41,29 +41,6 @@ def finish_reason(gemini_reason, has_tool_calls):
     mapped = FINISH_REASON_MAP.get(gemini_reason, "stop")
     # Gemini says STOP after function calls; OpenAI clients run tools only on "tool_calls".
     return "tool_calls" if mapped == "stop" and has_tool_calls else mapped
-
-
-# --- thought signatures carried in tool-call ids -------------------------------------------------
-
-SIGNATURE_SEPARATOR = "__thought__"
-
-
-def tool_call_id_with_signature(call_id, signature):
-    if not signature:
-        return call_id
-    return call_id + SIGNATURE_SEPARATOR + base64.urlsafe_b64encode(signature.encode()).decode().rstrip("=")
-
-
-def split_tool_call_id(tool_call_id):
-    """(bare id, thought signature or None). An undecodable suffix is left in the id, not guessed at."""
-    base, sep, encoded = (tool_call_id or "").partition(SIGNATURE_SEPARATOR)
-    if not sep or not encoded:
-        return tool_call_id, None
-    try:
-        padded = encoded + "=" * (-len(encoded) % 4)
-        return base, base64.b64decode(padded, altchars=b"-_", validate=True).decode()
-    except (ValueError, UnicodeDecodeError):
-        return tool_call_id, None
 
 
 # --- request: OpenAI → Gemini ---------------------------------------------------------------------

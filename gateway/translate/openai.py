@@ -2,8 +2,7 @@
 refuse; the stream is watched, not rewritten."""
 import copy
 
-from gateway.translate.common import UpstreamError, error_object, id_digest
-from gateway.translate.gemini import split_tool_call_id
+from gateway.translate.common import UpstreamError, error_object, id_digest, split_tool_call_id
 
 _STATUS_TYPE = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                 404: "invalid_request_error", 409: "invalid_request_error", 422: "invalid_request_error",
