@@ -165,7 +165,7 @@ def _complete(gw, body, model, key):
     completion["latency_ms"] = _latency_ms()
     g_.answer = [c.get("message") for c in completion.get("choices") or ()]
     resp = Response(orjson.dumps(completion), mimetype="application/json")
-    _route_headers(resp, entry, hit, key)
+    _route_headers(gw, resp, entry, hit, key)
     return resp
 
 
@@ -178,7 +178,7 @@ def _as_cache_hit(entry, usage):
     g_.cached_model, g_.cached_provider = entry.get("model"), entry.get("provider")
 
 
-def _route_headers(resp, entry, hit, key):
+def _route_headers(gw, resp, entry, hit, key):
     """The routing headers of a response just built (none of them set yet: added, not looked for)."""
     g_ = g._get_current_object()
     outcome = g_.get("outcome")
@@ -189,7 +189,7 @@ def _route_headers(resp, entry, hit, key):
                  ("X-Failover", "true" if outcome.failover_used else "false")]
         if outcome.failover_used:
             route.append(("X-Original-Provider", outcome.original_provider))
-    if key is not None and (hit or not current_app.extensions["gateway"].cache.unavailable()):
+    if key is not None and (hit or not gw.cache.unavailable()):
         route.append(("X-Cache-Hit", "exact" if hit else "miss"))  # only when the cache was consulted
         g_.cache_result = "hit" if hit else "miss"
     if g_.get("cost") is not None:   # unpriced: no header rather than a false zero
@@ -219,7 +219,7 @@ def _stream(gw, body, model, key):
             _as_cache_hit(entry, entry["completion"].get("usage"))
             chunks = replay(entry["completion"], new_completion_id(), now(), include_usage)
             resp = _sse_response(_replay(gw, chunks, include_usage))
-            _route_headers(resp, entry, True, key)
+            _route_headers(gw, resp, entry, True, key)
             return resp
     try:
         upstream, outcome = _run(gw, body, model, stream=True)
@@ -229,7 +229,7 @@ def _stream(gw, body, model, key):
         raise
     g.ttft = time.perf_counter() - g.start
     resp = _sse_response(_relay(gw, upstream, include_usage, key if locked else None))
-    _route_headers(resp, None, False, key)   # no X-Cost-USD yet: the usage chunk carries the cost
+    _route_headers(gw, resp, None, False, key)   # no X-Cost-USD yet: the usage chunk carries the cost
     return resp
 
 
