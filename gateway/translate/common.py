@@ -41,7 +41,7 @@ def new_tool_call_id():
     return "call_" + ids.token_urlsafe(18).replace("-", "a").replace("_", "b")
 
 
-# Gemini's thought signatures ride in tool-call ids (see gemini.py); every translator cuts them off.
+# Gemini's thought signatures ride in tool-call ids (see gemini/__init__.py); every translator cuts them off.
 SIGNATURE_SEPARATOR = "__thought__"
 
 

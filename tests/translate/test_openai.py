@@ -5,7 +5,7 @@ from gateway.translate.openai import to_openai
 
 MODEL = "gpt-4o-mini"
 # A gemini-2.5-flash tool-call id as the gateway hands it out: call id + "__thought__" + the signature
-# (translate/gemini.py `tool_call_id_with_signature`); 110 characters, real signatures make it longer.
+# (translate/common.py `tool_call_id_with_signature`); 110 characters, real signatures make it longer.
 GEMINI_ID = ("call_Qk9yWbRaXUq3fM1vT7aNcZ0p__thought__Q2lRQmNzamFmTndNM2IyTHE5WHYweUhoMWJKcDRVdUY1UzJ0cThtRDZRZVc3"
              "clpjS3BVPQ")
 # 51 characters, reported against OpenAI's 40-character limit in github.com/vercel/ai/issues/8132.
