@@ -134,10 +134,9 @@ def logwriter_scenario(direct, proxied, proxy, out, spool_dir):
 
     from sqlalchemy import func, select
 
-    from gateway.store import logwriter
-    from gateway.store.logwriter import LogWriter
+    from gateway.store.logwriter import LogWriter, database as writer_database
     from gateway.store.models import gateway_logs
-    logwriter._WRITE_TIMEOUT, logwriter._PROBE_TIMEOUT = 1.5, 0.5  # the real ones are seconds more
+    writer_database._WRITE_TIMEOUT, writer_database._PROBE_TIMEOUT = 1.5, 0.5  # the real ones are seconds more
     writer = LogWriter(proxied, spool_dir, flush_interval=0.05, probe_seconds=0.3)
     prefix = "req_hang_" + secrets.token_hex(4)
     ids = [f"{prefix}_{i}" for i in range(6)]
