@@ -62,11 +62,18 @@ class ResilientStream:
                 self.manager.count_failure(failed, err)
                 log.warning("stream from %s broke (%s) after %d characters; trying to continue",
                             failed.name, err.reason or err.status, sum(map(len, self.text)))
-                stream = None if self.tool_calls_sent else self._continue(failed)
+                stream = None if self.tool_calls_sent or self._json_sent() else self._continue(failed)
                 if stream is None:
                     raise UpstreamError(original.status, original.error, reason=original.reason) from None
                 self._malformed_before += self.upstream.malformed
                 self.upstream, skip_role = stream, True
+
+    def _json_sent(self):
+        """Whether part of a JSON-mode answer has reached the client. No model continues one from a prefill: a
+        forced JSON tool (Claude) or a constrained decoder (OpenAI-compatible servers) starts a new object, so
+        the client would get the start of one object and a whole other after it, as a clean finish."""
+        kind = (self.request.get("response_format") or {}).get("type")
+        return kind in ("json_object", "json_schema") and any(self.text)
 
     def _track(self, chunk, skip_role):
         if self.sent_id is None:

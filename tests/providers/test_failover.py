@@ -305,6 +305,36 @@ def test_a_cut_stream_no_model_can_continue_ends_with_an_error_not_a_clean_stop(
                    for d in data[:-1])
 
 
+@responses.activate
+def test_a_cut_json_mode_stream_is_not_continued_with_a_prefill(gw):
+    """Claude answers JSON mode through a forced tool and starts a new object, whatever the prefill: continued,
+    the client got `{"title": "ab` and then a whole other object, with finish_reason "stop"."""
+    client, _ = gw()
+    responses.post(OPENAI_URL, body=openai_stream(['{"title": ', '"ab'], complete=False),
+                   content_type="text/event-stream", stream=True)
+    anthropic = responses.post(ANTHROPIC_URL, body=anthropic_stream(['{"title": "x"}']),
+                               content_type="text/event-stream", stream=True)
+    body = {**BODY, "stream": True, "response_format": {"type": "json_object"}}
+    data = [line[6:] for line in chat(client, body).get_data(as_text=True).split("\n\n") if line]
+    assert "[DONE]" not in data and "error" in json.loads(data[-1])
+    assert not any(c["choices"][0].get("finish_reason") for c in map(json.loads, data[:-1]) if c.get("choices"))
+    assert anthropic.call_count == 0
+
+
+@responses.activate
+def test_a_json_mode_stream_cut_before_any_text_is_answered_whole_by_the_next_model(gw):
+    client, _ = gw()
+    responses.post(OPENAI_URL, body=openai_stream([], complete=False), content_type="text/event-stream",
+                   stream=True)
+    responses.post(ANTHROPIC_URL, body=anthropic_stream(['{"title": "x"}']), content_type="text/event-stream",
+                   stream=True)
+    body = {**BODY, "stream": True, "response_format": {"type": "json_object"}}
+    data = [line[6:] for line in chat(client, body).get_data(as_text=True).split("\n\n") if line]
+    assert data[-1] == "[DONE]"
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in map(json.loads, data[:-1])
+                   if c.get("choices")) == '{"title": "x"}'
+
+
 # ---------------------------------------------------------------- fixes found by tests/integration/test_faults_*
 
 @responses.activate
