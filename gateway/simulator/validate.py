@@ -3,6 +3,7 @@
 Each `check_*` returns None or the provider's 400 `(status_line, headers, body)`; messages are the
 real APIs' wording where the wire-format reference records it.
 """
+import json
 import re
 
 from .conversation import g
@@ -192,24 +193,37 @@ def _ge(message, field=None):
 
 
 _UNSUPPORTED_SCHEMA_KEYS = ("additionalProperties", "$schema", "strict", "$ref", "$defs")
+# Formats Gemini accepts per type; others are a 400 (verbatim in google-gemini/gemini-cli#3178).
+_SCHEMA_FORMATS = {"STRING": ("enum", "date-time"), "NUMBER": ("float", "double"), "INTEGER": ("int32", "int64")}
 
 
-def _check_schema(schema, where):
+def _check_schema(schema, where, empty_objects=False):
     if not isinstance(schema, dict):
         return None
     for key in _UNSUPPORTED_SCHEMA_KEYS:
         if key in schema:
             return _ge(f'Invalid JSON payload received. Unknown name "{key}" at \'{where}\': Cannot find field.')
-    if str(schema.get("type", "")).upper() == "OBJECT":
+    kind = str(schema.get("type", "")).upper()
+    if "format" in schema and schema["format"] not in _SCHEMA_FORMATS.get(kind, ()):
+        if kind == "STRING":
+            return _ge(f"* GenerateContentRequest.{where}.format: only 'enum' and 'date-time' are supported for "
+                       "STRING type\n")
+        return _ge(f"* GenerateContentRequest.{where}.format: unsupported format for {kind or 'TYPE_UNSPECIFIED'} "
+                   "type\n")
+    for k, value in enumerate(schema.get("enum") or ()):
+        if not isinstance(value, str):  # verbatim shape in microsoft/azure-devops-mcp#145
+            return _ge(f"Invalid value at '{where}.enum[{k}]' (TYPE_STRING), {json.dumps(value)}",
+                       f"{where}.enum[{k}]")
+    if kind == "OBJECT":
         props = schema.get("properties")
-        if not props:
+        if not props and not empty_objects:
             return _ge(f"* GenerateContentRequest.{where}.properties: should be non-empty for OBJECT type\n")
-        for name, sub in props.items():
-            err = _check_schema(sub, f"{where}.properties[{name}].value")
+        for name, sub in (props or {}).items():
+            err = _check_schema(sub, f"{where}.properties[{name}].value", empty_objects)
             if err:
                 return err
     if isinstance(schema.get("items"), dict):
-        return _check_schema(schema["items"], f"{where}.items")
+        return _check_schema(schema["items"], f"{where}.items", empty_objects)
     return None
 
 
@@ -233,6 +247,13 @@ def check_gemini(body):
                 value = '"%s"' % response if isinstance(response, str) else str(response)
                 return _ge(f"Invalid value at '{where}.response' (type.googleapis.com/google.protobuf.Struct), "
                            f"{value}", f"{where}.response")
+    config = g(body, "generationConfig", "generation_config") or {}
+    schema = g(config, "responseSchema", "response_schema")
+    if schema is not None:
+        # The empty-OBJECT rule is recorded for function parameters only (reference C.2): not assumed here.
+        err = _check_schema(schema, "generation_config.response_schema", empty_objects=True)
+        if err:
+            return err
     for t, tool in enumerate(body.get("tools") or ()):
         for d, decl in enumerate(g(tool, "functionDeclarations", "function_declarations") or ()):
             if "parameters" in decl:

@@ -14,6 +14,10 @@ SCHEMA_FIELDS = frozenset({
     "minItems", "maxItems", "minProperties", "maxProperties", "minLength", "maxLength", "pattern",
     "minimum", "maximum", "anyOf", "propertyOrdering", "default", "example",
 })
+# The `format` values Gemini accepts, per type. Any other answers 400 "...properties[url].format: only 'enum' and
+# 'date-time' are supported for STRING type" (verbatim in google-gemini/gemini-cli#3178 and #5450): pydantic
+# writes "date", "uuid", "uri", "email" for date, UUID, HttpUrl, EmailStr fields.
+FORMATS = {"STRING": ("enum", "date-time"), "NUMBER": ("float", "double"), "INTEGER": ("int32", "int64")}
 
 
 def clean_schema(schema, _defs=None, _refs=()):
@@ -33,6 +37,9 @@ def clean_schema(schema, _defs=None, _refs=()):
         return clean_schema({**_defs[name], **rest}, _defs, _refs + (name,))
     out = {}
     for key, value in schema.items():
+        if key == "const" and isinstance(value, str) and "enum" not in schema:
+            out["enum"] = [value]  # pydantic's Literal["x"]: Gemini has no const, a one-value enum says the same
+            continue
         if key not in SCHEMA_FIELDS:
             continue
         if key == "type":
@@ -50,6 +57,24 @@ def clean_schema(schema, _defs=None, _refs=()):
             _set_any_of(out, [clean_schema(sub, _defs, _refs) for sub in value])
         else:
             out[key] = value
+    return _gemini_limits(out)
+
+
+def _gemini_limits(out):
+    """What Gemini refuses in a schema that JSON Schema allows, dropped (the type still holds the value):
+    an unsupported `format`, and an enum of anything but strings ("Invalid value at '...enum[0]' (TYPE_STRING),
+    1", verbatim in microsoft/azure-devops-mcp#145; pydantic's IntEnum and Literal[1, 2]). Gemini's enum is for
+    STRING only, so a string enum without a type is given that type."""
+    if "format" in out and out["format"] not in FORMATS.get(out.get("type"), ()):
+        del out["format"]
+    if isinstance(out.get("enum"), list) and None in out["enum"]:  # Optional[Literal[...]] in one enum
+        out["enum"] = [v for v in out["enum"] if v is not None]
+        out["nullable"] = True
+    if "enum" in out:
+        if not isinstance(out["enum"], list) or not all(isinstance(v, str) for v in out["enum"]):
+            del out["enum"]
+        elif "type" not in out and "anyOf" not in out:
+            out["type"] = "STRING"
     return out
 
 

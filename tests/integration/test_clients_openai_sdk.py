@@ -7,12 +7,14 @@ confirms that the model's own provider answered (no failover hid a translation e
 """
 import asyncio
 import json
+from typing import Literal
 
 import openai
 import pytest
 import requests
 from openai import AsyncOpenAI, OpenAI
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from pydantic import BaseModel, Field
 
 from gateway.extensions import make_engine
 from gateway.store.keys import create_key
@@ -279,6 +281,19 @@ def test_parse_fills_a_pydantic_model_from_a_json_schema(client, model):
                                          messages=[{"role": "user", "content": "Summarise Paris."}])
     assert isinstance(done.choices[0].message.parsed, Answer)
     assert done.choices[0].finish_reason == "stop"
+
+
+class Listing(BaseModel):
+    """JSON Schema Gemini's Schema refuses as written: a `format` other than date-time, an integer enum."""
+    website: str = Field(json_schema_extra={"format": "uri"})
+    stars: Literal[1, 2, 3]
+    kind: Literal["hotel"]
+
+
+def test_parse_with_formats_and_integer_enums_gemini_refuses(client, model):
+    done = client.chat.completions.parse(model=model, response_format=Listing,
+                                         messages=[{"role": "user", "content": "A hotel in Paris."}])
+    assert isinstance(done.choices[0].message.parsed, Listing)
 
 
 # ---------------------------------------------------------------- the raw wire

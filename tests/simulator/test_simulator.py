@@ -525,6 +525,12 @@ def test_gemini_missing_key_is_403(sim):
     (dict(GM_USER, tools=[{"function_declarations": [{"name": "f", "parameters": {
         "type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": False}}]}]),
      'Unknown name "additionalProperties"'),
+    (dict(GM_USER, tools=[{"functionDeclarations": [{"name": "f", "parameters": {
+        "type": "OBJECT", "properties": {"url": {"type": "STRING", "format": "uri"}}}}]}]),
+     "parameters.properties[url].value.format: only 'enum' and 'date-time' are supported for STRING type"),
+    (dict(GM_USER, generationConfig={"responseMimeType": "application/json", "responseSchema": {
+        "type": "OBJECT", "properties": {"n": {"type": "INTEGER", "enum": [1, 2]}}}}),
+     "Invalid value at 'generation_config.response_schema.properties[n].value.enum[0]' (TYPE_STRING), 1"),
 ])
 def test_gemini_validation(sim, body, message):
     r = gm(sim, body)

@@ -465,13 +465,42 @@ def test_schema_drops_json_schema_only_keywords_at_every_depth():
                                                                  "properties": {"k": {"type": "string",
                                                                                       "const": "v"}}}}}}
     assert clean_schema(schema) == {"type": "OBJECT", "properties": {"tags": {"type": "ARRAY", "items": {
-        "type": "OBJECT", "properties": {"k": {"type": "STRING"}}}}}}
+        "type": "OBJECT", "properties": {"k": {"type": "STRING", "enum": ["v"]}}}}}}
 
 
 def test_schema_keeps_gemini_fields():
     schema = {"type": "string", "format": "date-time", "title": "T", "description": "D", "enum": ["a"],
               "minLength": 1, "maxLength": 9, "pattern": "^a$", "default": "a", "example": "a"}
     assert clean_schema(schema) == {**schema, "type": "STRING"}
+
+
+@pytest.mark.parametrize("field, cleaned", [
+    ({"type": "string", "format": "date"}, {"type": "STRING"}),           # pydantic: datetime.date
+    ({"type": "string", "format": "uuid"}, {"type": "STRING"}),           # uuid.UUID
+    ({"type": "string", "format": "uri", "minLength": 1}, {"type": "STRING", "minLength": 1}),  # HttpUrl
+    ({"type": "string", "format": "email"}, {"type": "STRING"}),          # EmailStr
+    ({"type": "string", "format": "date-time"}, {"type": "STRING", "format": "date-time"}),
+    ({"type": "number", "format": "double"}, {"type": "NUMBER", "format": "double"}),
+    ({"type": "integer", "format": "int64"}, {"type": "INTEGER", "format": "int64"}),
+    ({"type": "integer", "format": "date-time"}, {"type": "INTEGER"}),
+])
+def test_schema_keeps_only_the_formats_gemini_accepts(field, cleaned):
+    # Gemini: 400 "...properties[url].format: only 'enum' and 'date-time' are supported for STRING type"
+    # (google-gemini/gemini-cli#3178), so `parse` with a date, UUID or URL field failed on Gemini models.
+    assert clean_schema({"type": "object", "properties": {"f": field}})["properties"]["f"] == cleaned
+
+
+@pytest.mark.parametrize("field, cleaned", [
+    ({"type": "integer", "enum": [1, 2]}, {"type": "INTEGER"}),            # IntEnum, Literal[1, 2]
+    ({"enum": ["a", "b"]}, {"enum": ["a", "b"], "type": "STRING"}),
+    ({"const": "x", "type": "string"}, {"enum": ["x"], "type": "STRING"}),  # Literal["x"]
+    ({"enum": ["a", None]}, {"enum": ["a"], "nullable": True, "type": "STRING"}),
+    ({"anyOf": [{"type": "string", "enum": ["a"]}, {"type": "null"}]}, {"nullable": True, "type": "STRING",
+                                                                         "enum": ["a"]}),
+])
+def test_schema_enums_are_strings_as_gemini_requires(field, cleaned):
+    # Gemini: 400 "Invalid value at '...enum[0]' (TYPE_STRING), 1" (microsoft/azure-devops-mcp#145).
+    assert clean_schema({"type": "object", "properties": {"f": field}})["properties"]["f"] == cleaned
 
 
 def test_schema_property_named_like_a_keyword_is_kept():
