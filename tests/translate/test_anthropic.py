@@ -441,6 +441,23 @@ def test_pdf_data_url_becomes_document_block():
             {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"}}]}]
 
 
+def test_pdf_file_part_becomes_document_block():
+    # How the OpenAI SDK sends a PDF; Gemini models took it, Claude answered 400 "Content part type 'file'".
+    assert messages_of({"role": "user", "content": [
+        {"type": "text", "text": "Summarise"},
+        {"type": "file", "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBERi0x"}}]}) == [
+        {"role": "user", "content": [
+            {"type": "text", "text": "Summarise"},
+            {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"}}]}]
+
+
+@pytest.mark.parametrize("file", [{"file_id": "file-abc"}, {"file_data": "data:text/csv;base64,YSxi"}])
+def test_file_part_claude_cannot_take_raises_400(file):
+    with pytest.raises(UpstreamError) as raised:
+        messages_of({"role": "user", "content": [{"type": "file", "file": file}]})
+    assert (raised.value.status, raised.value.error["param"]) == (400, "messages[0].content[0]")
+
+
 def test_http_url_image_becomes_url_image_block():
     assert messages_of({"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "http://example.com/a.png"}}]}) == [

@@ -138,9 +138,20 @@ def _media(url, param):
     raise _bad_request("Image URLs must be http(s) URLs or base64 data URLs.", param)
 
 
-_PARTS = {  # OpenAI user content part type → Anthropic blocks; other types (audio, file) are refused
+def _file(part, param):
+    """OpenAI's `file` part (how the SDK sends a PDF) → a document block; an uploaded file id cannot be sent."""
+    data = (part.get("file") or {}).get("file_data") or ""
+    media_type = data[len("data:"):].partition(";")[0]
+    if not data.startswith("data:") or not (media_type == "application/pdf" or media_type.startswith("image/")):
+        raise _bad_request("Only PDF or image files given as base64 data URLs in file.file_data are supported "
+                           "by this model.", param)
+    return _media(data, param)
+
+
+_PARTS = {  # OpenAI user content part type → Anthropic blocks; other types (audio) are refused
     "text": lambda part, param: _text(part.get("text") or ""),
     "image_url": lambda part, param: _media(part["image_url"]["url"], param),
+    "file": _file,
 }
 
 
