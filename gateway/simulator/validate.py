@@ -128,6 +128,10 @@ def check_anthropic(body):
     if isinstance(temperature, (int, float)) and not 0 <= temperature <= 1:
         return _an("temperature: Input should be less than or equal to 1" if temperature > 1
                    else "temperature: Input should be greater than or equal to 0")
+    user_id = (body.get("metadata") or {}).get("user_id") if isinstance(body.get("metadata"), dict) else None
+    if isinstance(user_id, str) and "@" in user_id:  # verbatim in BerriAI/litellm#10106
+        return _an("metadata.user_id: user_id appears to contain an email address. Please send a uuid or hash "
+                   "value instead.")
     if temperature is not None and body.get("top_p") is not None and _one_sampler_only(body["model"]):
         return _an("`temperature` and `top_p` cannot both be specified for this model. Please use only one.")
     for t, tool in enumerate(body.get("tools") or ()):

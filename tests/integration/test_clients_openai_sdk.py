@@ -296,6 +296,12 @@ def test_parse_with_formats_and_integer_enums_gemini_refuses(client, model):
     assert isinstance(done.choices[0].message.parsed, Listing)
 
 
+def test_an_email_address_as_user_is_accepted(client, model):
+    # OpenAI's `user` is often the end user's e-mail; Anthropic refuses one in metadata.user_id.
+    done = client.chat.completions.create(model=model, messages=QUESTION, user="alice@example.com")
+    assert done.choices[0].finish_reason == "stop"
+
+
 # ---------------------------------------------------------------- the raw wire
 
 def test_raw_body_is_a_valid_chat_completion(gw, model):

@@ -374,6 +374,7 @@ TOOL_USE = {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1
     ({"messages": USER + [TOOL_USE, {"role": "user", "content": "hi"}]},
      "`tool_use` ids were found without `tool_result` blocks immediately after: toolu_1"),
     ({"temperature": 1.5}, "temperature: Input should be less than or equal to 1"),
+    ({"metadata": {"user_id": "alice@example.com"}}, "metadata.user_id: user_id appears to contain an email address"),
 ])
 def test_anthropic_validation(sim, patch, message):
     body = dict({"messages": USER}, **patch)

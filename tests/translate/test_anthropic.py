@@ -3,6 +3,7 @@
 Examples come from shared/reference/provider-wire-formats.md (A.3, B.3, B.4, B.5, B.6).
 """
 import copy
+import hashlib
 import json
 
 import pytest
@@ -567,6 +568,13 @@ def test_top_p_is_kept_when_temperature_is_null():
 
 def test_user_becomes_metadata_user_id():
     assert translate(user="user-42") == expected(metadata={"user_id": "user-42"})
+
+
+@pytest.mark.parametrize("user", ["alice@example.com", "+1 415 555 0100", "4155550100", "Alice Smith"])
+def test_a_user_anthropic_would_refuse_as_personal_is_sent_hashed(user):
+    # Anthropic: 400 "metadata.user_id: user_id appears to contain an email address" (BerriAI/litellm#10106).
+    user_id = translate(user=user)["metadata"]["user_id"]
+    assert user_id == hashlib.sha256(user.encode()).hexdigest() and translate(user=user) == translate(user=user)
 
 
 def test_safety_identifier_becomes_metadata_user_id():

@@ -58,9 +58,24 @@ _PARAMS = {
     "temperature": ("temperature", lambda t: min(t, 1.0)),  # why: see the package docstring
     "top_p": ("top_p", lambda p: p),
     "stop": ("stop_sequences", _stop_sequences),
-    "user": ("metadata", lambda u: {"user_id": u}),
-    "safety_identifier": ("metadata", lambda u: {"user_id": u}),  # OpenAI's successor to `user`
+    "user": ("metadata", lambda u: {"user_id": _user_id(u)}),
+    "safety_identifier": ("metadata", lambda u: {"user_id": _user_id(u)}),  # OpenAI's successor to `user`
 }
+
+
+_OPAQUE_USER_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
+_DIGITS = re.compile(r"[0-9]{7,}")
+
+
+def _user_id(user):
+    """An id Anthropic takes for OpenAI's `user`. Apps often pass an e-mail address there, and Anthropic answers
+    400 "metadata.user_id: user_id appears to contain an email address. Please send a uuid or hash value"
+    (verbatim in BerriAI/litellm#10106; it asks for an opaque id: no names, e-mails or phone numbers). So
+    anything but an opaque token, or digits alone (a phone number?), is sent as its SHA-256: still one stable
+    id per end user, for Anthropic's abuse tracking, and nothing personal."""
+    if _OPAQUE_USER_ID.fullmatch(user) and not _DIGITS.fullmatch(user):
+        return user
+    return id_digest(user, 64)
 
 
 def _messages(messages):
