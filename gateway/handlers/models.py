@@ -13,7 +13,11 @@ def list_models():
 
 @bp.get("/v1/models/<path:model_id>")
 def get_model(model_id):
-    for entry in current_app.extensions["gateway"].registry.listed():
+    registry = current_app.extensions["gateway"].registry
+    for entry in registry.listed():
         if entry["id"] == model_id:
             return jsonify(entry)
+    model = registry.resolve(model_id)  # `provider/model`: routed though not listed, so it exists for the client
+    if model is not None:
+        return jsonify({**registry.listed_entry(model), "id": model_id})
     raise ApiError(404, f"The model `{model_id}` does not exist.", param="model", code="model_not_found")

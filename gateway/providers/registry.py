@@ -114,5 +114,8 @@ class Registry:
         return None
 
     def listed(self):
-        return [{"id": m.name, "object": "model", "created": _CREATED, "owned_by": m.provider}
-                for m in self.models.values()]
+        return [self.listed_entry(m) for m in self.models.values()]
+
+    @staticmethod
+    def listed_entry(model):
+        return {"id": model.name, "object": "model", "created": _CREATED, "owned_by": model.provider}

@@ -66,3 +66,13 @@ def test_the_memo_is_bounded(make_app):
         assert client.get(f"/fixed{n}").text == "ok"
     assert len(app._routes) <= KEPT
     assert client.get(f"/fixed{KEPT + 19}").text == "ok"   # past the bound: matched the long way, still right
+
+
+def test_a_provider_slash_model_id_that_chat_routes_is_retrievable(client):
+    # client.models.retrieve("anthropic/claude-opus-4-8") answered 404 for a model /v1/chat/completions serves.
+    resp = client.get("/v1/models/anthropic/claude-opus-4-8")
+    assert resp.status_code == 200
+    assert resp.get_json() == {"id": "anthropic/claude-opus-4-8", "object": "model", "created": 1700000000,
+                               "owned_by": "anthropic"}
+    assert client.get("/v1/models/nobody/claude-opus-4-8").status_code == 404
+    assert client.get("/v1/models/claude-opus-4-8").status_code == 404
