@@ -433,6 +433,12 @@ def test_request_tools_become_function_declarations():
     ]}]
 
 
+def test_request_tool_without_a_type_is_a_function_as_for_claude():
+    # Claude models used such a tool; Gemini models were sent no tools and answered in text instead.
+    body = to_gemini(req(user("Hi"), tools=[{"function": {"name": "noType"}}]))
+    assert body["tools"] == [{"functionDeclarations": [{"name": "noType"}]}]
+
+
 TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object",
                                                                          "properties": {"x": {"type": "integer"}}}}}]
 

@@ -56,7 +56,7 @@ def to_gemini(request, default_max_tokens=None):
     if system:
         body["systemInstruction"] = {"parts": system}
     declarations = [_declaration(t["function"]) for t in request.get("tools") or []
-                    if t.get("type") == "function"]
+                    if t.get("type", "function") == "function"]
     if declarations:
         body["tools"] = [{"functionDeclarations": declarations}]
         choice = request.get("tool_choice")
