@@ -1,7 +1,6 @@
 """What a request cost and the row it leaves: priced from the price table, logged in the background,
 counted in the metrics. Every /v1 request ends here exactly once, whatever its outcome."""
 import datetime as dt
-import json
 import time
 from decimal import Decimal
 
@@ -9,6 +8,7 @@ import orjson
 from flask import g, request
 
 from gateway import metrics
+from gateway.jsonbytes import dumps
 from gateway.store.pricing import Price, cost_of
 
 SIX = Decimal("0.000001")
@@ -101,9 +101,9 @@ def record(gw, status, stream=False):
     }
     if gw.settings.log_requests:  # GATEWAY_LOG_REQUESTS=false: metrics only, no row (e.g. to measure the writer)
         if gw.settings.log_bodies and isinstance(body, dict):
-            row["request_body"] = json.dumps(body.get("messages"), ensure_ascii=False)
+            row["request_body"] = dumps(body.get("messages")).decode()
             if g_.get("answer") is not None:
-                row["response_body"] = json.dumps(g_.answer, ensure_ascii=False)
+                row["response_body"] = dumps(g_.answer).decode()
         gw.log_writer.enqueue(row)
     # Labels only from the model table: a client's made-up model names must not become metric series.
     label = row["model_served"] or (row["model"] if row["model"] in gw.registry.models else "unknown")

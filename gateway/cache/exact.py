@@ -26,6 +26,7 @@ import orjson
 import redis
 
 from gateway.extensions import redis_command
+from gateway.jsonbytes import dumps
 from gateway.redisguard import RedisGuard
 
 log = logging.getLogger("gateway.cache")
@@ -64,7 +65,7 @@ def cache_key(body, scope):
 
 
 def encode(entry):
-    data = orjson.dumps(entry)
+    data = dumps(entry)
     if len(data) > _COMPRESS_ABOVE:
         return _ZLIB + zlib.compress(data, 1)
     return _RAW + data

@@ -12,6 +12,7 @@ from gateway.cache.exact import cache_key
 from gateway.cache.replay import Accumulator, replay
 from gateway.handlers.errors import ApiError
 from gateway.handlers.validation import validate_chat
+from gateway.jsonbytes import dumps
 from gateway.translate.common import UpstreamError, new_completion_id, now
 
 bp = Blueprint("chat", __name__)
@@ -59,7 +60,7 @@ def _latency_ms():
 
 
 def _data(obj):
-    return b"data: " + orjson.dumps(obj) + b"\n\n"
+    return b"data: " + dumps(obj) + b"\n\n"
 
 
 # Bodies this worker has validated, with their cache keys per scope. A cache hit is by definition a body
@@ -164,7 +165,7 @@ def _complete(gw, body, model, key):
     completion["cost_usd"] = float(cost) if cost is not None else None
     completion["latency_ms"] = _latency_ms()
     g_.answer = [c.get("message") for c in completion.get("choices") or ()]
-    resp = Response(orjson.dumps(completion), mimetype="application/json")
+    resp = Response(dumps(completion), mimetype="application/json")
     _route_headers(gw, resp, entry, hit, key)
     return resp
 

@@ -14,6 +14,7 @@ from sqlalchemy import Boolean, DateTime, Integer, Numeric, String
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 
+from gateway.jsonbytes import dumps
 from gateway.store.models import gateway_logs
 
 TABLE = gateway_logs
@@ -181,7 +182,7 @@ def _json_arrays(rows):
     is larger, _MAX_JSON_BYTES: timestamps as RFC 3339 with their offset, decimals as text."""
     parts, size = [], 0
     for row in rows:
-        part = orjson.dumps(row, default=_decimal_as_text)
+        part = dumps(row, default=_decimal_as_text)
         if parts and (size + len(part) > _MAX_JSON_BYTES or len(parts) == _MAX_ROWS_PER_STATEMENT):
             yield (b"[" + b",".join(parts) + b"]").decode()
             parts, size = [], 0
