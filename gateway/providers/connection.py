@@ -1,12 +1,46 @@
-"""Upstream connections that send a request's head and body together.
+"""Upstream connections that send a request's head and body together, and read the answer's headers fast.
 
 urllib3 2 writes a request in two sends: the head (`endheaders`), then the body. On a kept-alive connection
 that is two system calls and two TCP segments (two TLS records on https) for every upstream call, and the
 upstream wakes twice: timed here at ~1 ms for the send alone on loopback, before the upstream could start
 its answer. These connections keep the head and send it with the first body bytes; a request without a
 body sends its head when its response is asked for. The bytes on the wire are the same.
+
+http.client reads a response's headers through the e-mail parser: ~78 µs for the ~23 headers OpenAI answers
+with, against ~8 µs for splitting each line at its colon. `Response` is http.client's own response with only
+that step replaced (`_headers`); anything the split would not read exactly as the e-mail parser does (a folded
+line, a line with no name, a stray CR, a byte outside ASCII) goes to the e-mail parser as before.
 """
+import email.parser
+import http.client
+import re
+import types
+
 from urllib3.connection import HTTPConnection, HTTPSConnection
+
+# A header line the e-mail parser reads as `name: value` with nothing else to it (its own headerRE, less the
+# forms that start a folded line or the body): an ASCII name of printable characters other than the colon.
+_PLAIN_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]+:[\x20-\x7e\t]*\r?\n")
+
+
+def _headers(fp, _class=http.client.HTTPMessage):
+    """http.client.parse_headers, the same HTTPMessage for the same bytes, without the e-mail parser when every
+    line is plain."""
+    lines = http.client._read_headers(fp)
+    msg = _class()
+    for line in lines[:-1]:  # the last is the blank line (or b"" at the end of the stream)
+        if not _PLAIN_LINE.fullmatch(line):
+            return email.parser.Parser(_class=_class).parsestr(b"".join(lines).decode("iso-8859-1"))
+        name, _, value = line.decode("ascii").partition(":")
+        msg._headers.append((name, value.lstrip(" \t").rstrip("\r\n")))  # as the compat32 policy stores it
+    return msg
+
+
+class Response(http.client.HTTPResponse):
+    # http.client's own `begin`, run with `_headers` where its module has `parse_headers`: the status line, 1xx
+    # answers, framing and keep-alive stay exactly what this Python's http.client does.
+    begin = types.FunctionType(http.client.HTTPResponse.begin.__code__,
+                               {**vars(http.client), "parse_headers": _headers}, "begin")
 
 
 class _HeadWithBody:
@@ -47,8 +81,8 @@ class _HeadWithBody:
 
 
 class Connection(_HeadWithBody, HTTPConnection):
-    pass
+    response_class = Response
 
 
 class TLSConnection(_HeadWithBody, HTTPSConnection):
-    pass
+    response_class = Response

@@ -94,3 +94,74 @@ def test_a_request_without_a_body_still_sends_its_head():
 
 def test_the_gateways_pools_use_them():
     assert HTTPPool.ConnectionCls is Connection and HTTPSPool.ConnectionCls is TLSConnection
+
+
+# ---------------------------------------------------------------- response headers without the e-mail parser
+
+OPENAI_HEAD = (
+    b"Date: Thu, 27 Nov 2026 06:00:00 GMT\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+    b"Connection: keep-alive\r\naccess-control-expose-headers: X-Request-ID\r\nopenai-organization: user-abc\r\n"
+    b"openai-processing-ms: 312\r\nopenai-version: 2020-10-01\r\n"
+    b"x-ratelimit-limit-requests: 10000\r\nx-ratelimit-remaining-tokens: 199980\r\nx-ratelimit-reset-tokens: 6ms\r\n"
+    b"x-request-id: req_0123456789abcdef\r\n"
+    b"Set-Cookie: __cf_bm=abc; path=/; expires=Thu, 27-Nov-26 06:30:00 GMT; HttpOnly; Secure; SameSite=None\r\n"
+    b"Set-Cookie: _cfuvid=def; path=/; HttpOnly\r\nServer: cloudflare\r\nalt-svc: h3=\":443\"; ma=86400\r\n\r\n")
+
+HEADS = [
+    OPENAI_HEAD,
+    b"\r\n",                                                   # no headers at all
+    b"",                                                       # the stream ended before the blank line
+    b"A: b\n\n",                                               # bare LF line ends
+    b"A:b\r\nB:   spaced   \r\nC:\r\nD: \t tab\r\n\r\n",      # no space after the colon, trailing blanks, empty
+    b"X-Folded: one\r\n two\r\nNext: v\r\n\r\n",               # obsolete line folding
+    b"\tleading: tab\r\nA: b\r\n\r\n",                         # a continuation with nothing before it
+    b": no name\r\nA: b\r\n\r\n",                              # an empty name
+    b"no colon here\r\nA: b\r\n\r\n",                          # not a header: the e-mail parser starts the body
+    b"From nobody Thu Nov 27 2026\r\nA: b\r\n\r\n",            # an mbox "From " line
+    b"Bad Name: x\r\nA: b\r\n\r\n",                            # a space in the name
+    b"A: caf\xe9\r\nB: c\r\n\r\n",                             # a byte outside ASCII (latin-1)
+    b"A: one\rtwo\r\nB: c\r\n\r\n",                            # a stray CR, which the e-mail parser splits at
+]
+
+
+def _stdlib(head):
+    import http.client
+    import io
+    return http.client.parse_headers(io.BytesIO(head))
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_response_headers_read_as_http_client_reads_them(head):
+    import io
+    from gateway.providers.connection import _headers
+    fast, slow = _headers(io.BytesIO(head)), _stdlib(head)
+    assert type(fast) is type(slow)
+    assert fast.items() == slow.items()
+    assert [type(d) for d in fast.defects] == [type(d) for d in slow.defects]
+    assert (fast.get_payload() or "") == (slow.get_payload() or "")
+    assert fast.get_all("set-cookie") == slow.get_all("set-cookie")
+
+
+def test_plain_headers_skip_the_email_parser(monkeypatch):
+    import email.parser
+    import io
+    from gateway.providers.connection import _headers
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the e-mail parser was used")
+    monkeypatch.setattr(email.parser.Parser, "parsestr", refuse)
+    assert _headers(io.BytesIO(OPENAI_HEAD))["x-request-id"] == "req_0123456789abcdef"
+
+
+@pytest.mark.parametrize("conn_cls", [Connection])
+def test_an_upstream_answer_through_the_pool_uses_the_fast_headers(conn_cls, monkeypatch):
+    import email.parser
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the e-mail parser was used")
+    monkeypatch.setattr(email.parser.Parser, "parsestr", refuse)
+    server = Server()
+    pool = HTTPConnectionPool("127.0.0.1", server.port, maxsize=1)
+    pool.ConnectionCls = conn_cls
+    resp = pool.urlopen("POST", "/v1/chat/completions", body=b"{}", headers={"Host": "upstream"})
+    assert (resp.status, resp.data, resp.headers["Content-Length"]) == (200, b"ok", "2")
