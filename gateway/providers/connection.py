@@ -14,9 +14,14 @@ line, a line with no name, a stray CR, a byte outside ASCII) goes to the e-mail 
 import email.parser
 import http.client
 import re
+import select
 import types
 
+from gevent.monkey import get_original
 from urllib3.connection import HTTPConnection, HTTPSConnection
+
+# The kernel's poll, even where gevent has patched the select module (see `is_connected`).
+_poll = get_original("select", "poll")
 
 # A header line the e-mail parser reads as `name: value` with nothing else to it (its own headerRE, less the
 # forms that start a folded line or the body): an ASCII name of printable characters other than the colon.
@@ -65,6 +70,18 @@ class _HeadWithBody:
             else:
                 super().send(head)  # a file or an iterable: http.client reads it in blocks
         super().send(data)
+
+    @property
+    def is_connected(self):
+        """What urllib3 asks before it reuses a pooled connection: whether the upstream has closed it (the socket
+        is readable). urllib3 polls with a zero timeout; under gevent that poll is gevent's, which builds,
+        starts and stops watchers for a call that never waits (~4% of an upstream call's CPU). The kernel's
+        poll gives the same answer at once, and with a zero timeout it cannot block the event loop."""
+        if self.sock is None:
+            return False
+        poller = _poll()
+        poller.register(self.sock, select.POLLIN)
+        return not poller.poll(0)
 
     def getresponse(self, *args, **kwargs):
         self._send_head()

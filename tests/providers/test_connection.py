@@ -165,3 +165,61 @@ def test_an_upstream_answer_through_the_pool_uses_the_fast_headers(conn_cls, mon
     pool.ConnectionCls = conn_cls
     resp = pool.urlopen("POST", "/v1/chat/completions", body=b"{}", headers={"Host": "upstream"})
     assert (resp.status, resp.data, resp.headers["Content-Length"]) == (200, b"ok", "2")
+
+
+# ---------------------------------------------------------------- is a pooled connection still open?
+
+class OneAnswerServer:
+    """Answers one request per connection; `close_after` closes the connection once it has answered (without
+    saying so in a header, as an upstream's idle timeout does)."""
+
+    def __init__(self, close_after):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port, self.accepted, self.close_after = self.sock.getsockname()[1], 0, close_after
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            conn, _ = self.sock.accept()
+            self.accepted += 1
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn):
+        with conn:
+            while True:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    more = conn.recv(65536)
+                    if not more:
+                        return
+                    data += more
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                if self.close_after:
+                    return
+
+
+@pytest.mark.parametrize("close_after, connections", [(False, 1), (True, 2)])
+def test_a_pooled_connection_is_reused_while_open_and_replaced_once_closed(close_after, connections):
+    import time
+    server = OneAnswerServer(close_after)
+    pool = HTTPPool("127.0.0.1", server.port, maxsize=1)
+    for _ in range(2):
+        resp = pool.urlopen("GET", "/", retries=False, headers={"Host": "upstream"})
+        assert (resp.status, resp.data) == (200, b"ok")
+        time.sleep(0.05)  # the server's FIN arrives
+    assert server.accepted == connections
+
+
+def test_is_connected_reads_the_socket_without_waiting():
+    a, b = socket.socketpair()
+    conn = Connection("127.0.0.1", 1)
+    conn.sock = a
+    assert conn.is_connected
+    b.sendall(b"x")            # readable: urllib3 counts a connection with unread bytes as dropped
+    assert not conn.is_connected
+    a.recv(1)
+    b.close()                  # EOF: the peer has gone
+    assert not conn.is_connected
+    conn.sock = None
+    assert not conn.is_connected
+    a.close()
