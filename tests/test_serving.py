@@ -98,7 +98,9 @@ def test_a_write_that_gunicorn_refuses_still_sent_the_head_first():
 
 
 def test_the_config_installs_it_in_each_worker(monkeypatch):
+    from gunicorn.http import message
     monkeypatch.setattr(wsgi, "Response", STOCK)
+    monkeypatch.setattr(message, "_ip_in_allow_list", message._ip_in_allow_list)
     spec = importlib.util.spec_from_file_location("gunicorn_conf_serving", os.path.join(ROOT, "gunicorn.conf.py"))
     conf = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(conf)
@@ -106,3 +108,47 @@ def test_the_config_installs_it_in_each_worker(monkeypatch):
     assert wsgi.Response is serving.Response
     resp, _ = wsgi.create(_request(), Sock(), ("127.0.0.1", 5000), ("127.0.0.1", 8080), Config())
     assert type(resp) is serving.Response
+    assert hasattr(util.http_date, "unmemoized") and hasattr(message._ip_in_allow_list, "unmemoized")
+    conf.post_worker_init(object())  # twice (a reload): nothing is wrapped twice
+    assert not hasattr(util.http_date.unmemoized, "unmemoized")
+    assert not hasattr(message._ip_in_allow_list.unmemoized, "unmemoized")
+
+
+def test_the_date_header_is_formatted_once_a_second_as_gunicorn_formats_it(monkeypatch):
+    import email.utils
+    calls = []
+
+    def stock(timestamp=None):
+        calls.append(timestamp)
+        return email.utils.formatdate(timestamp, localtime=False, usegmt=True)
+    memo = serving._date_memo(stock)
+    now = [1795760000.25]
+    monkeypatch.setattr(serving.time, "time", lambda: now[0])
+    assert memo() == stock(now[0]) == "Fri, 27 Nov 2026 06:13:20 GMT"
+    calls.clear()
+    now[0] = 1795760000.99
+    assert memo() == "Fri, 27 Nov 2026 06:13:20 GMT" and calls == []   # the same second: not formatted again
+    now[0] = 1795760001.01
+    assert memo() == "Fri, 27 Nov 2026 06:13:21 GMT" and len(calls) == 1
+    assert memo(0) == "Thu, 01 Jan 1970 00:00:00 GMT"                   # an explicit time: formatted as asked
+
+
+def test_whether_a_peer_may_set_forwarded_headers_is_remembered_per_address():
+    from gunicorn.http import message
+    original = getattr(message._ip_in_allow_list, "unmemoized", message._ip_in_allow_list)
+    calls = []
+
+    def counted(*args):
+        calls.append(args[0])
+        return original(*args)
+    memo = serving._peer_memo(counted)
+    cfg = Config()
+    cfg.set("forwarded_allow_ips", "127.0.0.1,10.0.0.0/8")
+    allow, nets = cfg.forwarded_allow_ips, cfg.forwarded_allow_networks()
+    for ip, trusted in (("127.0.0.1", True), ("10.1.2.3", True), ("192.168.1.1", False), ("not-an-ip", False)):
+        assert memo(ip, allow, nets) is trusted is original(ip, allow, nets)
+        assert memo(ip, allow, nets) is trusted
+    assert calls == ["127.0.0.1", "10.1.2.3", "192.168.1.1", "not-an-ip"]  # once per address
+    everyone = Config()
+    everyone.set("forwarded_allow_ips", "*")
+    assert memo("192.168.1.1", everyone.forwarded_allow_ips, everyone.forwarded_allow_networks()) is True
