@@ -121,6 +121,39 @@ def sessions_made():
     return [_public_session] if _public_session is not None else []
 
 
+# Types that say nothing about the bytes: object stores serve uploads without a type of their own this way
+# (S3's binary/octet-stream), so the bytes' own signature names the image.
+_GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream", "application/binary"})
+
+# Leading bytes of the formats the providers take (Gemini: PNG, JPEG, WEBP, HEIC, HEIF, and PDF; GIF for Claude
+# and OpenAI), from each format's specification. (offset, bytes, type); WEBP and HEIC have a second test below.
+_SIGNATURES = (
+    (0, b"\x89PNG\r\n\x1a\n", "image/png"),
+    (0, b"\xff\xd8\xff", "image/jpeg"),
+    (0, b"GIF87a", "image/gif"),
+    (0, b"GIF89a", "image/gif"),
+    (0, b"%PDF-", "application/pdf"),
+)
+_HEIF_BRANDS = {b"heic": "image/heic", b"heix": "image/heic", b"heif": "image/heif", b"mif1": "image/heif"}
+
+
+def _inlinable(mime):
+    return mime.startswith("image/") or mime == "application/pdf"
+
+
+def sniff(data):
+    """The image (or PDF) type the bytes' signature says, or None."""
+    head = bytes(data[:16])
+    for offset, magic, mime in _SIGNATURES:
+        if head[offset:offset + len(magic)] == magic:
+            return mime
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[4:8] == b"ftyp":
+        return _HEIF_BRANDS.get(head[8:12])
+    return None
+
+
 def download(session, url, param, allow_private=False, deadline=None):
     """A `data:<type>;base64,...` URL with the image at `url`, fetched before `deadline` (time.monotonic)."""
     deadline = deadline or time.monotonic() + TOTAL_SECONDS
@@ -144,8 +177,9 @@ def download(session, url, param, allow_private=False, deadline=None):
             if resp.status_code != 200:
                 raise _bad(f"Could not download the image at {parts.hostname}: HTTP {resp.status_code}.", param)
             mime = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-            if not mime.startswith("image/") and mime != "application/pdf":
-                raise _bad(f"The URL did not return an image (Content-Type {mime or 'missing'}).", param)
+            generic = mime in _GENERIC_TYPES
+            if not generic and not _inlinable(mime):
+                raise _bad(f"The URL did not return an image (Content-Type {mime}).", param)
             data = bytearray()
             try:
                 # read1: whatever has arrived, so the clock is checked as bytes trickle in (read(n) would
@@ -158,6 +192,12 @@ def download(session, url, param, allow_private=False, deadline=None):
                         raise _bad(f"The image at {parts.hostname} took too long to download.", param)
             except requests.RequestException as e:
                 raise _bad(f"Could not download the image at {parts.hostname}: {type(e).__name__}.", param) from None
+            if generic:
+                mime = sniff(data)
+                if mime is None:
+                    raise _bad("The URL did not return an image (Content-Type "
+                               f"{resp.headers.get('Content-Type') or 'missing'}, and not a known image format).",
+                               param)
             return f"data:{mime};base64,{base64.b64encode(bytes(data)).decode()}"
     raise _bad("The image URL redirects too many times.", param)
 

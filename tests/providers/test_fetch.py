@@ -162,3 +162,39 @@ def test_cookies_an_image_host_sets_are_not_sent_on_the_next_users_download(allo
     for _ in range(2):
         download(session, IMAGE_URL, "p", allow_private=allow_private)
     assert len(responses.calls) == 2 and "Cookie" not in responses.calls[1].request.headers
+
+
+# --- images served without a type of their own (S3's binary/octet-stream): the bytes name the format ---
+
+@pytest.mark.parametrize("content_type", ["application/octet-stream", "binary/octet-stream", None])
+@responses.activate
+def test_an_image_served_as_octet_stream_is_named_by_its_bytes(content_type):
+    responses.get(IMAGE_URL, body=PNG, content_type=content_type)   # None: no Content-Type at all
+    assert download(requests.Session(), IMAGE_URL, "p", allow_private=True) == \
+        "data:image/png;base64," + base64.b64encode(PNG).decode()
+
+
+@responses.activate
+def test_octet_stream_bytes_that_are_no_image_are_a_400():
+    responses.get(IMAGE_URL, body=b"#!/bin/sh\necho hi\n", content_type="application/octet-stream")
+    with pytest.raises(UpstreamError) as e:
+        download(requests.Session(), IMAGE_URL, "p", allow_private=True)
+    assert e.value.status == 400 and "not a known image format" in e.value.error["message"]
+
+
+@pytest.mark.parametrize("data, mime", [
+    (PNG, "image/png"),
+    (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "image/jpeg"),
+    (b"GIF89a\x01\x00\x01\x00", "image/gif"),
+    (b"RIFF\x24\x00\x00\x00WEBPVP8 ", "image/webp"),
+    (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00", "image/heic"),
+    (b"\x00\x00\x00\x18ftypmif1\x00\x00\x00\x00", "image/heif"),
+    (b"%PDF-1.7\n", "application/pdf"),
+    (b"\x00\x00\x00\x18ftypisom", None),        # an MP4 video
+    (b"RIFF\x24\x00\x00\x00WAVEfmt ", None),     # a WAV sound
+    (b"<html>", None),
+    (b"", None),
+])
+def test_sniff_names_each_format_by_its_signature(data, mime):
+    from gateway.providers.fetch import sniff
+    assert sniff(data) == mime
