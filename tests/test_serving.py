@@ -20,14 +20,20 @@ def fixed_date(monkeypatch):  # two responses built a moment apart must not stra
 
 
 class Sock:
-    def __init__(self):
-        self.sends = []
+    """Keeps each send; `room` bytes at most per `send` (a full socket buffer takes part of a piece)."""
+
+    def __init__(self, room=None):
+        self.sends, self.room, self.calls = [], room, []
 
     def sendall(self, data):
+        self.calls.append("sendall")
         self.sends.append(bytes(data))
 
-    def send(self, data):  # gunicorn's 100-continue; not used by these cases
-        self.sends.append(bytes(data))
+    def send(self, data):
+        self.calls.append("send")
+        taken = bytes(data[:self.room] if self.room is not None else data)
+        self.sends.append(taken)
+        return len(taken)
 
 
 def _request(method="POST", version="1.1"):
@@ -152,3 +158,28 @@ def test_whether_a_peer_may_set_forwarded_headers_is_remembered_per_address():
     everyone = Config()
     everyone.set("forwarded_allow_ips", "*")
     assert memo("192.168.1.1", everyone.forwarded_allow_ips, everyone.forwarded_allow_networks()) is True
+
+
+@pytest.mark.parametrize("case", ["json body", "stream, chunked", "stream, HTTP/1.0"])
+def test_each_piece_goes_out_in_one_send_when_the_socket_takes_it(case):
+    sock = Sock()
+    resp = serving.Response(_request(*CASES[case][:2]), sock, Config())
+    resp.start_response(*CASES[case][2:4])
+    for piece in CASES[case][4]:
+        resp.write(piece)
+    resp.close()
+    assert "sendall" not in sock.calls   # gevent's sendall asks the kernel for SO_SNDBUF on every call
+    stock, _ = _serve(STOCK, *CASES[case])
+    assert b"".join(sock.sends) == b"".join(stock)
+
+
+@pytest.mark.parametrize("case", ["json body", "stream, chunked"])
+def test_what_a_full_socket_did_not_take_is_sent_after(case):
+    sock = Sock(room=7)
+    resp = serving.Response(_request(*CASES[case][:2]), sock, Config())
+    resp.start_response(*CASES[case][2:4])
+    for piece in CASES[case][4]:
+        resp.write(piece)
+    resp.close()
+    stock, _ = _serve(STOCK, *CASES[case])
+    assert b"".join(sock.sends) == b"".join(stock) and "sendall" in sock.calls
