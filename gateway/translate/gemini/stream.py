@@ -16,7 +16,7 @@ class GeminiStream:
     def __init__(self, model, id_, created):
         self.model, self.id, self.created = model, id_, created
         self.finish_reason = None
-        self.usage = None
+        self._metadata = None  # the last usageMetadata with counts: cumulative, so only the last one matters
         self.truncated = False
         self._calls = {}    # candidate index → tool calls emitted so far (insertion order = choice order)
         self._reasons = {}  # candidate index → Gemini finishReason
@@ -37,7 +37,7 @@ class GeminiStream:
             raise _no_candidates(data)
         metadata = data.get("usageMetadata") or {}
         if any(key.endswith("TokenCount") for key in metadata):  # Vertex sends count-less early events
-            self.usage = _usage(metadata)
+            self._metadata = metadata
         out = []
         for position, candidate in enumerate(candidates):
             index = candidate.get("index", position)
@@ -56,6 +56,11 @@ class GeminiStream:
                 self._reasons[index] = candidate["finishReason"]
         return out
 
+    @property
+    def usage(self):
+        """OpenAI usage from the last counts Gemini sent (built when asked, not for every event)."""
+        return _usage(self._metadata) if self._metadata is not None else None
+
     def finish(self):
         out = [] if self._calls else [self._start(0)]
         for index, calls in self._calls.items():
@@ -68,4 +73,5 @@ class GeminiStream:
 
     def usage_chunk(self):
         """The `choices: []` usage chunk, or None when Gemini reported no usage at all."""
-        return make_usage_chunk(self.id, self.created, self.model, self.usage) if self.usage else None
+        usage = self.usage
+        return make_usage_chunk(self.id, self.created, self.model, usage) if usage else None
