@@ -52,6 +52,42 @@ def sequential(host, port, path, key, body, n, timeout=30.0):
     return out
 
 
+def _response_done(buf):
+    """Whether `buf` holds one whole HTTP/1.1 response (chunked, or with a Content-Length)."""
+    head_end = buf.find(b"\r\n\r\n")
+    if head_end < 0:
+        return False
+    head = buf[:head_end].lower()
+    if b"transfer-encoding: chunked" in head:
+        return buf.endswith(b"\r\n0\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.startswith(b"content-length:")),
+                  0)
+    return len(buf) - head_end - 4 >= length
+
+
+def sequential_reused(host, port, path, key, body, n, timeout=30.0):
+    """n streams one after another on one kept-alive connection, as an SDK's connection pool sends them:
+    [(ttfb_s, total_s, ok)]."""
+    raw = request_bytes(host, port, path, key, body).replace(b"Connection: close\r\n", b"")
+    out = []
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(n):
+            buf, ttfb = b"", None
+            start = time.perf_counter()
+            s.sendall(raw)
+            while not _response_done(buf):
+                data = s.recv(65536)
+                if not data:
+                    break
+                buf += data
+                if ttfb is None and _first_event(buf):
+                    ttfb = time.perf_counter() - start
+            total = time.perf_counter() - start
+            out.append((ttfb if ttfb is not None else total, total, _ok(buf)))
+    return out
+
+
 class _Conn:
     __slots__ = ("sock", "out", "buf", "started", "first", "done", "error")
 
