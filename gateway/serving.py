@@ -14,14 +14,21 @@ header (formatted by the e-mail package on every response, though it changes onc
 peer's address is in `forwarded_allow_ips` (parsed by `ipaddress` on every request, though the list is fixed
 for the worker's life and clients are few).
 
+What gunicorn refuses itself, before the app sees a request (a request line or headers it cannot parse or
+that are too large: 400, 414, 431, ...), it answered with an HTML page; `write_error` answers in OpenAI's
+error shape instead, so an SDK shows the reason and a client parsing JSON errors gets one.
+
 `install()` runs in each worker (gunicorn.conf.py's `post_worker_init`): gunicorn builds its HTTP/1
 response from the module's `Response` name, and looks `util.http_date` and `message._ip_in_allow_list` up
 when it calls them, so those names are pointed at what is here.
 """
+import json
 import time
 
 from gunicorn import util
 from gunicorn.http import message, wsgi
+
+from gateway.translate.common import error_object
 
 _PEERS_KEPT = 4096  # distinct client addresses remembered; past that the memo starts over
 
@@ -114,10 +121,27 @@ def _peer_memo(in_allow_list):
     return memo
 
 
+# gunicorn's refusals (gunicorn/workers/base.py handle_error) → OpenAI error codes.
+_PROTOCOL_CODES = {400: "invalid_request", 403: "forbidden", 414: "uri_too_long", 417: "expectation_failed",
+                   431: "request_header_fields_too_large", 501: "not_implemented"}
+
+
+def write_error(sock, status_int, reason, mesg):
+    """gunicorn's util.write_error, with the body in OpenAI's error shape rather than an HTML page."""
+    server = status_int >= 500
+    text = mesg or ("The gateway had an internal error processing your request." if server else reason)
+    body = json.dumps({"error": error_object(text, "server_error" if server else "invalid_request_error", None,
+                                             _PROTOCOL_CODES.get(status_int))}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
+    util.write_nonblock(sock, head + body)
+
+
 def install():
     wsgi.Response = Response
     if not hasattr(util.http_date, "unmemoized"):
         util.http_date = _date_memo(util.http_date)
+    util.write_error = write_error
     original = getattr(message, "_ip_in_allow_list", None)  # gunicorn 27; older ones parse inline
     if original is not None and not hasattr(original, "unmemoized"):
         message._ip_in_allow_list = _peer_memo(original)

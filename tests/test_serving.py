@@ -107,6 +107,7 @@ def test_the_config_installs_it_in_each_worker(monkeypatch):
     from gunicorn.http import message
     monkeypatch.setattr(wsgi, "Response", STOCK)
     monkeypatch.setattr(message, "_ip_in_allow_list", message._ip_in_allow_list)
+    monkeypatch.setattr(util, "write_error", util.write_error)
     spec = importlib.util.spec_from_file_location("gunicorn_conf_serving", os.path.join(ROOT, "gunicorn.conf.py"))
     conf = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(conf)
@@ -115,6 +116,7 @@ def test_the_config_installs_it_in_each_worker(monkeypatch):
     resp, _ = wsgi.create(_request(), Sock(), ("127.0.0.1", 5000), ("127.0.0.1", 8080), Config())
     assert type(resp) is serving.Response
     assert hasattr(util.http_date, "unmemoized") and hasattr(message._ip_in_allow_list, "unmemoized")
+    assert util.write_error is serving.write_error
     conf.post_worker_init(object())  # twice (a reload): nothing is wrapped twice
     assert not hasattr(util.http_date.unmemoized, "unmemoized")
     assert not hasattr(message._ip_in_allow_list.unmemoized, "unmemoized")
@@ -183,3 +185,35 @@ def test_what_a_full_socket_did_not_take_is_sent_after(case):
     resp.close()
     stock, _ = _serve(STOCK, *CASES[case])
     assert b"".join(sock.sends) == b"".join(stock) and "sendall" in sock.calls
+
+
+class _Raw:
+    def __init__(self):
+        self.data = b""
+
+    def gettimeout(self):
+        return 0.0
+
+    def sendall(self, data):
+        self.data += data
+
+
+@pytest.mark.parametrize("status, reason, mesg, type_, code, text", [
+    (431, "Request Header Fields Too Large", "Error parsing headers: 'limit request headers fields size'",
+     "invalid_request_error", "request_header_fields_too_large", "Error parsing headers"),
+    (400, "Bad Request", "Invalid Request Line 'GARBAGE <html>'", "invalid_request_error", "invalid_request",
+     "GARBAGE <html>"),
+    (500, "Internal Server Error", "", "server_error", None, "internal error"),
+])
+def test_gunicorns_own_refusals_are_openai_errors(status, reason, mesg, type_, code, text):
+    import json
+    sock = _Raw()
+    serving.write_error(sock, status, reason, mesg)
+    head, _, body = sock.data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    assert lines[0] == f"HTTP/1.1 {status} {reason}"
+    assert "Content-Type: application/json" in lines and "Connection: close" in lines
+    assert f"Content-Length: {len(body)}" in lines
+    error = json.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert (error["type"], error["code"]) == (type_, code) and text in error["message"]

@@ -160,3 +160,26 @@ def test_an_old_schema_stops_gunicorn_with_the_command_to_run(tmp_path, simulato
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert "gateway db upgrade" in out.stderr + out.stdout
+
+
+@pytest.mark.parametrize("send, status, code", [
+    # a header past gunicorn's limit_request_field_size (8,190 bytes)
+    (lambda port: (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Big: {'x' * 9000}\r\n"
+                   "Content-Length: 2\r\n\r\n{}").encode(), 431, "request_header_fields_too_large"),
+    (lambda port: b"GARBAGE\r\n\r\n", 400, "invalid_request"),
+    (lambda port: f"GET /v1/models?{'a' * 5000} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), 414, "uri_too_long"),
+])
+def test_what_gunicorn_refuses_before_the_app_is_an_openai_error(start_gateway, simulator, send, status, code):
+    import socket
+    gw = start_gateway(simulator)
+    port = int(gw.base_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(send(port))
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0].startswith(f"HTTP/1.1 {status} ".encode())
+    assert b"Content-Type: application/json" in head
+    error = json.loads(body)["error"]
+    assert error["code"] == code and error["type"] == "invalid_request_error" and error["message"]
