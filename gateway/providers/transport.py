@@ -75,7 +75,14 @@ class _Session(requests.Session):
         resp = self.get_adapter(url).send(req, stream=stream, timeout=timeout, verify=env["verify"],
                                           cert=env["cert"], proxies=env["proxies"])
         if not stream:
-            resp.content  # noqa: B018 - read the body now, as Session.send does: the connection goes back to the pool
+            try:
+                resp.content  # noqa: B018 - read the body now, as Session.send does: the connection goes back to the pool
+            except requests.exceptions.ConnectionError as e:
+                # requests reports the headers, then silence, as a ConnectionError: it is a read timeout (an
+                # upstream that answers nothing more), not a connection that failed, and is not retried.
+                if e.args and isinstance(e.args[0], urllib3.exceptions.ReadTimeoutError):
+                    raise requests.exceptions.ReadTimeout(e.args[0]) from None
+                raise
         return resp
 
     def _prepared_url(self, url):
