@@ -262,11 +262,13 @@ class Manager:
         left = max(0.05, deadline - time.monotonic())
         read = model.read_timeout or self.settings.read_timeout
         connect = min(self.settings.connect_timeout, left)
+        # The socket timeouts bound each wait for a byte; the last argument bounds the whole call, so an upstream
+        # trickling bytes cannot hold the request past its first-token timeout or its deadline.
         if stream:
-            first = model.first_token_timeout or self.settings.first_token_timeout
-            return transport.open_stream(session, provider, request, model, id_, created,
-                                         (connect, min(first, left)), read)
-        return transport.complete(session, provider, request, model, id_, created, (connect, min(read, left)))
+            first = min(model.first_token_timeout or self.settings.first_token_timeout, left)
+            return transport.open_stream(session, provider, request, model, id_, created, (connect, first), read,
+                                         first)
+        return transport.complete(session, provider, request, model, id_, created, (connect, min(read, left)), left)
 
     def _with_inline_images(self, request, session, deadline, outcome):
         """The request with remote images downloaded, once per request whatever the attempts."""

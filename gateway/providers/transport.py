@@ -5,6 +5,7 @@ before any byte), `timeout` (no answer), `first_token` (a stream that never star
 that stops sending), `cut` (a stream that ends without its terminator), `malformed` (a body that is not
 JSON). Provider keys never reach an error message: messages are built from the URL's host only.
 """
+import contextlib
 import http.cookiejar
 import json
 import logging
@@ -199,10 +200,48 @@ def _where(location):
     return f"{to.scheme}://{to.hostname}{f':{port}' if port else ''}{to.path}"
 
 
-def complete(session, provider, request, model, id_, created, timeout):
-    """One non-streaming call: (completion dict, upstream response headers)."""
+def _cooperative():
+    """Whether this worker runs on gevent (gunicorn's workers): there a wait can be bounded as a whole."""
+    try:
+        from gevent import monkey
+    except ImportError:
+        return False
+    return monkey.is_module_patched("socket")
+
+
+@contextlib.contextmanager
+def within(seconds, fault):
+    """Raise `fault()` (an UpstreamError) if the upstream I/O inside the block takes more than `seconds`.
+
+    The socket timeouts bound each wait for a byte, not a whole answer: an upstream that sends its headers
+    and then one byte every few seconds (a congested link, a proxy trickling a body, SSE keep-alive comments
+    with no event) held a request far past GATEWAY_DEADLINE and GATEWAY_FIRST_TOKEN_TIMEOUT. Only under gevent,
+    where a wait can be interrupted; the block must do nothing but talk to the upstream (never write to the
+    client, whose slowness is not the upstream's). An interrupted read leaves urllib3 closing the
+    connection, never pooling it."""
+    if seconds is None or not _cooperative():
+        yield
+        return
+    import gevent
+    timer = gevent.Timeout(max(seconds, 0.001))
+    timer.start()
+    try:
+        yield
+    except gevent.Timeout as t:
+        if t is not timer:
+            raise
+        raise fault() from None
+    finally:
+        timer.cancel()
+
+
+def complete(session, provider, request, model, id_, created, timeout, total=None):
+    """One non-streaming call: (completion dict, upstream response headers). `total` bounds the whole call
+    (headers and body), in seconds."""
     url, headers, body = provider.prepare(request, model, stream=False)
-    resp = post(session, provider, url, headers, body, timeout, stream=False)
+    with within(total, lambda: _fault(504, f"{provider.name} ({_host(url)}) did not answer in time.", "timeout",
+                                      "upstream_timeout")):
+        resp = post(session, provider, url, headers, body, timeout, stream=False)
     _refuse_redirect(provider, resp)
     if resp.status_code >= 400:
         raise _error_from_response(provider, resp)
@@ -347,18 +386,21 @@ class UpstreamStream:
         return True
 
 
-def open_stream(session, provider, request, model, id_, created, timeout, read_timeout):
+def open_stream(session, provider, request, model, id_, created, timeout, read_timeout, first_token=None):
+    """An UpstreamStream past its first event. `first_token` bounds the whole wait for it, in seconds."""
     url, headers, body = provider.prepare(request, model, stream=True)
-    resp = post(session, provider, url, headers, body, timeout, stream=True)
-    _refuse_redirect(provider, resp)
-    if resp.status_code >= 400:
+    with within(first_token, lambda: _fault(504, f"{provider.name} sent no first token in time.", "first_token",
+                                            "upstream_timeout")):
+        resp = post(session, provider, url, headers, body, timeout, stream=True)
+        _refuse_redirect(provider, resp)
+        if resp.status_code >= 400:
+            try:
+                raise _error_from_response(provider, resp)
+            finally:
+                resp.close()
+        stream = UpstreamStream(provider, resp, provider.stream_state(model, id_, created), read_timeout)
         try:
-            raise _error_from_response(provider, resp)
-        finally:
-            resp.close()
-    stream = UpstreamStream(provider, resp, provider.stream_state(model, id_, created), read_timeout)
-    try:
-        return stream.start()
-    except BaseException:
-        stream.close()
-        raise
+            return stream.start()
+        except BaseException:
+            stream.close()
+            raise

@@ -173,3 +173,36 @@ def test_headers_then_silence_alone_is_a_504_timeout(gw, upstream):
     assert upstream.calls == {FAULTY: 1}
     assert TIMEOUT <= res.elapsed < TIMEOUT + SLACK
     assert_logged(res)
+
+
+def test_a_body_trickled_a_byte_at_a_time_is_cut_at_the_deadline(gw, upstream):
+    upstream.mode = "drip"   # ~90 s for the whole body, never a second without a byte
+    res = chat(gw, "hi", headers={"X-Gateway-Failover": "off"})
+    assert res.status == 504 and res.body["error"]["code"] == "deadline_exceeded", res.body
+    assert DEADLINE <= res.elapsed < DEADLINE + SLACK
+    assert _attempts(res) == [(FAULTY, "timeout")]
+    assert_logged(res)
+
+
+def test_a_stream_of_keepalive_comments_fails_over_at_the_first_token_timeout(gw, upstream):
+    upstream.mode = "comments"
+    res = chat(gw, "hi", stream=True, headers={"X-Gateway-Fallbacks": HEALTHY})
+    assert res.status == 200 and res.done and res.text == ANSWER and res.headers["X-Model"] == HEALTHY
+    assert TIMEOUT <= res.elapsed < TIMEOUT + SLACK
+    assert _attempts(res) == [(FAULTY, "first_token")]
+
+
+def test_a_first_event_trickled_a_byte_at_a_time_fails_over_at_the_first_token_timeout(gw, upstream):
+    upstream.mode = "drip"
+    res = chat(gw, "hi", stream=True, headers={"X-Gateway-Fallbacks": HEALTHY})
+    assert res.status == 200 and res.done and res.text == ANSWER and res.headers["X-Model"] == HEALTHY
+    assert TIMEOUT <= res.elapsed < TIMEOUT + SLACK
+    assert _attempts(res) == [(FAULTY, "first_token")]
+
+
+def test_a_stream_that_never_starts_alone_is_a_504_at_the_first_token_timeout(gw, upstream):
+    upstream.mode = "comments"
+    res = chat(gw, "hi", stream=True, headers={"X-Gateway-Failover": "off"})
+    assert res.status == 504 and res.body["error"]["code"] == "upstream_timeout", res.body
+    assert TIMEOUT <= res.elapsed < TIMEOUT + SLACK
+    assert_logged(res)
