@@ -48,6 +48,9 @@ IGNORED_FIELDS = frozenset({
 _COMPRESS_ABOVE = 1024
 _RAW, _ZLIB = b"j", b"z"
 _LOCK_TTL_SECONDS = 30.0
+_RELEASE_RETRY_SECONDS = 1.0  # how often a lock Redis did not let us release is released again
+_HELD_PRUNE_ABOVE = 4096      # locks this worker holds (one per in-flight miss): past this, forget expired ones
+_FAILED = object()
 _POLL_FIRST, _POLL_MAX = 0.01, 0.1  # waiters poll quickly at first: most answers are cached within a second
 
 
@@ -178,6 +181,10 @@ class ExactCache:
         self.namespace = namespace
         self.guard = guard or RedisGuard()
         self.lock_ttl = lock_ttl
+        self._held = {}         # lock key -> when it expires (time.monotonic): locks this worker took in Redis
+        self._unreleased = {}   # the same, for locks whose release Redis did not take: released again later
+        self._releasing = threading.Lock()
+        self._releaser = False
 
     def _entry_key(self, key):
         return f"{self.namespace}cache:{key}"
@@ -241,12 +248,55 @@ class ExactCache:
     def lock(self, key, ttl=None):
         """Take the single-flight lock for `key`. True when this caller should call upstream: it took the lock,
         or the store is unreachable (then there is nothing to coordinate through and everyone goes upstream)."""
-        return self._call(self.backend.set_nx, self._lock_key(key), b"1", ttl or self.lock_ttl, default=True)
+        ttl = ttl or self.lock_ttl
+        lock = self._lock_key(key)
+        taken = self._call(self.backend.set_nx, lock, b"1", ttl, default=_FAILED)
+        if taken is _FAILED:
+            return True
+        if taken:
+            held = self._held
+            if len(held) >= _HELD_PRUNE_ABOVE:  # a holder that never unlocked (it cannot, but never grow)
+                now = time.monotonic()
+                for k in [k for k, expires in held.items() if expires <= now]:
+                    held.pop(k, None)
+            held[lock] = time.monotonic() + ttl
+        return taken
 
     def unlock(self, key):
         # A plain delete: if our lock had expired and another caller's replaced it, deleting theirs costs at
         # worst one extra upstream call by their waiters, never a wrong answer.
-        self._call(self.backend.delete, self._lock_key(key))
+        lock = self._lock_key(key)
+        expires = self._held.pop(lock, None)
+        if self._call(self.backend.delete, lock, default=_FAILED) is _FAILED and expires is not None:
+            # Redis is down or being left alone (see RedisGuard), so the lock stays there, for up to
+            # GATEWAY_DEADLINE: every identical request after the outage would wait for it that long, then
+            # find no entry. Released again as soon as Redis answers.
+            self._release_later(lock, expires)
+
+    def _release_later(self, lock, expires):
+        with self._releasing:
+            self._unreleased[lock] = expires
+            if self._releaser:
+                return
+            self._releaser = True
+        threading.Thread(target=self._release_loop, name="gateway-cache-unlock", daemon=True).start()
+
+    def _release_loop(self):
+        while True:
+            time.sleep(_RELEASE_RETRY_SECONDS)  # patched by gevent: a greenlet
+            with self._releasing:
+                now = time.monotonic()
+                # A lock past its TTL is gone by itself, and may be another caller's by now: left alone.
+                pending = [lock for lock, expires in self._unreleased.items() if expires > now]
+                if not pending:
+                    self._unreleased.clear()
+                    self._releaser = False
+                    return
+            for lock in pending:
+                if self._call(self.backend.delete, lock, default=_FAILED) is _FAILED:
+                    break
+                with self._releasing:
+                    self._unreleased.pop(lock, None)
 
     def _locked(self, key):
         return self._call(self.backend.get, self._lock_key(key)) is not None

@@ -338,3 +338,34 @@ def test_an_error_reply_keeps_its_connection(redis_url, redis_prefix):
         redis_command(client, "GET", redis_prefix + "list")
     assert redis_command(client, "GET", redis_prefix + "none") is None
     assert client.connection_pool._connections == [conn] and conn._sock is sock   # no reconnect
+
+
+def test_a_lock_left_in_redis_by_an_outage_is_released_when_redis_is_back(own_redis, redis_prefix):
+    """A holder that finishes while Redis is down, or being left alone after a failure, cannot delete its lock.
+    Left there, the lock outlived the outage by up to its TTL (GATEWAY_DEADLINE): every identical request
+    after it waited that long for an entry that was never coming."""
+    cache = ExactCache(RedisBackend(make_redis(own_redis.url)), redis_prefix, RedisGuard(backoff=0.3), lock_ttl=60)
+    assert cache.lock(KEY) is True
+    own_redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        assert cache.get(cache_key(BODY, "8")) is None  # another request's look-up fails: Redis is left alone
+        cache.unlock(KEY)                                # so this holder's unlock is skipped
+    finally:
+        own_redis.proc.send_signal(signal.SIGCONT)
+    time.sleep(0.4)  # past the back-off: Redis is asked again, and answers
+    start = time.monotonic()
+    assert cache.get_or_compute(KEY, lambda: entry("after"), 60, wait_timeout=10) == (entry("after"), False)
+    assert time.monotonic() - start < 2.5
+    assert cache.get(KEY) == entry("after")
+
+
+def test_a_lock_that_was_never_taken_is_not_released_later(redis_prefix):
+    """Locks not taken in Redis (it was unreachable) leave nothing to release: an outage under load must not
+    pile up releases."""
+    guard = RedisGuard(backoff=0)
+    cache = ExactCache(RedisBackend(make_redis(f"redis://127.0.0.1:{free_port()}/0")), redis_prefix, guard)
+    for i in range(50):
+        key = cache_key(BODY, str(i))
+        assert cache.lock(key) is True
+        cache.unlock(key)
+    assert cache._unreleased == {} and cache._held == {}
