@@ -125,10 +125,10 @@ def build(settings):
     registry = Registry(settings)
     providers = {name: PROVIDER_CLASSES[spec.kind](spec) for name, spec in registry.providers.items()}
     sessions = {name: make_session(settings.upstream_pool_size) for name in providers}
-    breakers = Breakers(settings.breaker_failures, settings.breaker_cooldown, redis_client,
-                        namespace=settings.redis_namespace)
-    manager = Manager(settings, registry, providers, sessions, breakers)
     guard = RedisGuard()
+    breakers = Breakers(settings.breaker_failures, settings.breaker_cooldown, redis_client,
+                        namespace=settings.redis_namespace, guard=guard)
+    manager = Manager(settings, registry, providers, sessions, breakers)
     ns = settings.redis_namespace
     return Gateway(
         settings, engine, redis_client, registry, providers, sessions, manager,

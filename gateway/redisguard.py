@@ -8,7 +8,10 @@ The guard holds no connection state: redis-py reconnects on the next command by 
 nothing from here beyond noticing it. After a failure, `skip` tells callers to leave Redis alone for
 `backoff` seconds: a Redis that hangs instead of refusing would otherwise cost every request a socket
 timeout; this way it costs one timeout per `backoff` per worker, and the first call after it finds out
-whether Redis is back.
+whether Redis is back. A Redis found unreachable (a timeout, a refused or dropped connection) is left alone
+by every component, not only by the one that found out: each asking for itself, a request paid a timeout
+for the rate limiter, another for the cache and one more per model for the breakers (1.25 s a request).
+An error reply (out of memory, a missing script) is one component's: the others keep asking.
 """
 import logging
 import threading
@@ -27,15 +30,23 @@ class RedisGuard:
         self._clock = clock
         self._lock = threading.Lock()
         self._down = {}             # component -> [failures not yet logged, when last logged, last error]
+        self._unreachable_at = None  # when any component last found Redis unreachable
 
     def skip(self, component):
-        """True within `backoff` seconds of a failure: answer without Redis this time."""
+        """True within `backoff` seconds of a failure (of any component's, when Redis was unreachable): answer
+        without Redis this time."""
         failed_at = self._failed_at.get(component)
-        return failed_at is not None and self._clock() - failed_at < self.backoff
+        unreachable_at = self._unreachable_at
+        if failed_at is None and unreachable_at is None:
+            return False
+        now = self._clock()
+        return any(at is not None and now - at < self.backoff for at in (failed_at, unreachable_at))
 
     def failed(self, component, exc):
         now = self._clock()
         self._failed_at[component] = now
+        if _unreachable(exc):
+            self._unreachable_at = now
         with self._lock:
             self.failures[component] = self.failures.get(component, 0) + 1
             state = self._down.get(component)
@@ -52,6 +63,7 @@ class RedisGuard:
 
     def ok(self, component):
         # Called on every successful Redis call: the common case must not take the lock.
+        self._unreachable_at = None  # Redis answered: whoever found it unreachable, it is back
         if component not in self._down:
             return
         self._failed_at.pop(component, None)
@@ -64,3 +76,9 @@ class RedisGuard:
     def is_down(self, component):
         """True between a failure and the next success: for health checks and metrics."""
         return component in self._down
+
+
+def _unreachable(exc):
+    """Whether `exc` says Redis cannot be reached (rather than that it refused one command)."""
+    import redis
+    return isinstance(exc, (OSError, redis.ConnectionError, redis.TimeoutError))

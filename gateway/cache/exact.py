@@ -205,7 +205,7 @@ class ExactCache:
 
     def unavailable(self):
         """The store failed lately and is being left alone (see RedisGuard): look-ups are skipped."""
-        return self.guard.is_down(COMPONENT)
+        return self.guard.is_down(COMPONENT) or self.guard.skip(COMPONENT)
 
     def get(self, key):
         """The stored entry, or None (not stored, expired, unreadable, or the store is unreachable).

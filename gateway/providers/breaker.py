@@ -9,8 +9,11 @@ import logging
 import threading
 import time
 
+from gateway.redisguard import RedisGuard
+
 log = logging.getLogger("gateway")
 
+COMPONENT = "breaker"
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 _REMOTE_CHECK_SECONDS = 1.0
 
@@ -27,10 +30,11 @@ class _State:
 
 
 class Breakers:
-    def __init__(self, threshold=3, cooldown=10.0, redis=None, namespace="gw:", clock=time.time):
+    def __init__(self, threshold=3, cooldown=10.0, redis=None, namespace="gw:", clock=time.time, guard=None):
         self.threshold = threshold
         self.cooldown = cooldown
         self.redis = redis
+        self.guard = guard or RedisGuard()  # a Redis that hangs costs one timeout per back-off, not per model
         self.namespace = namespace + "breaker:"
         self.clock = clock
         self._states = {}
@@ -46,12 +50,22 @@ class Breakers:
         if self.redis is None or now - state.checked_at < _REMOTE_CHECK_SECONDS:
             return state.remote_open_until
         state.checked_at = now
-        try:
-            ms = self.redis.pttl(self.namespace + model)
-            state.remote_open_until = now + ms / 1000.0 if ms and ms > 0 else 0.0
-        except Exception:  # noqa: BLE001 - a Redis fault must not stop traffic; local state still works
-            state.remote_open_until = 0.0
+        ms = self._redis(self.redis.pttl, self.namespace + model)
+        state.remote_open_until = now + ms / 1000.0 if ms and ms > 0 else 0.0
         return state.remote_open_until
+
+    def _redis(self, command, *args, **kwargs):
+        """The command's reply, or None when Redis failed or is being left alone (see RedisGuard): a Redis fault
+        must not stop traffic, and local state still works."""
+        if self.guard.skip(COMPONENT):
+            return None
+        try:
+            reply = command(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            self.guard.failed(COMPONENT, exc)
+            return None
+        self.guard.ok(COMPONENT)
+        return reply
 
     def status(self, model):
         now = self.clock()
@@ -84,10 +98,7 @@ class Breakers:
                 log.info("breaker for %s closed: the probe succeeded", model)
             state.failures, state.open_until, state.probing, state.remote_open_until = 0, 0.0, False, 0.0
             if self.redis is not None:
-                try:
-                    self.redis.delete(self.namespace + model)
-                except Exception:  # noqa: BLE001
-                    pass
+                self._redis(self.redis.delete, self.namespace + model)
 
     def release(self, model):
         """The probe ended without a verdict (the upstream answered, but the request was at fault):
@@ -104,10 +115,7 @@ class Breakers:
             state.open_until = self.clock() + self.cooldown
         log.warning("breaker for %s opened for %.0f s after %d failures", model, self.cooldown, state.failures)
         if self.redis is not None:
-            try:
-                self.redis.set(self.namespace + model, "1", px=int(self.cooldown * 1000))
-            except Exception:  # noqa: BLE001
-                pass
+            self._redis(self.redis.set, self.namespace + model, "1", px=int(self.cooldown * 1000))
 
     def snapshot(self):
         return {model: self.status(model) for model in list(self._states)}

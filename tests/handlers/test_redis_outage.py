@@ -1,4 +1,5 @@
 """Redis stopped and restarted under the request path: requests keep succeeding, the gateway recovers."""
+import signal
 import time
 
 import responses
@@ -28,7 +29,7 @@ def test_requests_succeed_while_redis_is_down_and_the_cache_returns_after(make_a
     assert all("X-Cache-Hit" not in r.headers for r in down)    # not consulted: neither a hit nor a miss
     assert time.monotonic() - started < 2.0                     # no request waits on the dead Redis
     assert upstream.call_count == 11
-    assert app.extensions["gateway"].guard.is_down("cache")
+    assert app.extensions["gateway"].cache.unavailable()      # left alone: the rate limiter found Redis gone
 
     own_redis.start()                                           # same port, empty
     time.sleep(1.1)                                             # the guard's back-off
@@ -37,3 +38,31 @@ def test_requests_succeed_while_redis_is_down_and_the_cache_returns_after(make_a
     assert again.headers["X-Cache-Hit"] == "exact"
     assert again.headers["X-RateLimit-Remaining"] == "98"      # counting again, in the new (empty) Redis
     assert not app.extensions["gateway"].guard.is_down("cache")
+
+
+@responses.activate
+def test_a_hung_redis_costs_a_request_one_timeout_not_one_per_component(make_app, own_redis, redis_prefix):
+    """A Redis that accepts and never answers (paused: a network that drops packets looks the same). Each
+    component asking for itself, one request paid a 0.25 s socket timeout for the rate limiter, one for the
+    cache and one per model of its chain for the breakers: 1.25 s, on every request a second apart."""
+    app, _ = make_app(REDIS_URL=own_redis.url, GATEWAY_REDIS_PREFIX=redis_prefix, GATEWAY_CACHE_NEAR_SECONDS="0")
+    key, _ = create_key(app.extensions["gateway"].engine, "k", rate_limit_per_minute=100)
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+    responses.post(OPENAI_URL, json=openai_completion())
+    assert client.post("/v1/chat/completions", json=BODY).status_code == 200
+    time.sleep(1.1)   # the breakers look at Redis again (once a second per model)
+    own_redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        timings = []
+        for _ in range(2):
+            started = time.monotonic()
+            resp = client.post("/v1/chat/completions", json=BODY)
+            timings.append(time.monotonic() - started)
+            assert resp.status_code == 200 and "X-Cache-Hit" not in resp.headers
+            time.sleep(1.1)   # past the guard's back-off: Redis is asked again
+        assert max(timings) < 0.45, timings   # one 0.25 s timeout each
+    finally:
+        own_redis.proc.send_signal(signal.SIGCONT)
+    time.sleep(1.1)
+    assert client.post("/v1/chat/completions", json=BODY).headers["X-Cache-Hit"] == "exact"

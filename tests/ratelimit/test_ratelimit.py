@@ -240,3 +240,17 @@ def test_after_a_failure_the_limiter_decides_without_redis_for_the_back_off(own_
         assert time.monotonic() - start < 0.6   # one 0.25 s timeout, then 19 decisions without waiting
     finally:
         own_redis.proc.send_signal(signal.SIGCONT)
+
+
+def test_a_redis_found_unreachable_is_left_alone_by_every_component():
+    guard = RedisGuard(backoff=1.0)
+    guard.failed("ratelimit", redis.TimeoutError("Timeout reading from socket"))
+    assert guard.skip("cache") and guard.skip("breaker") and not guard.is_down("cache")
+    guard.ok("ratelimit")
+    assert not guard.skip("cache")
+
+
+def test_an_error_reply_is_left_to_its_component():
+    guard = RedisGuard(backoff=1.0)
+    guard.failed("cache", redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'"))
+    assert guard.skip("cache") and not guard.skip("ratelimit")
