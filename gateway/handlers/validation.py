@@ -50,8 +50,13 @@ def _check_part(part, where):
         if not isinstance(audio, dict) or not isinstance(audio.get("data"), str) or \
                 audio.get("format") not in ("wav", "mp3"):
             raise ValidationError({where + ".input_audio": ["must be {\"data\": base64, \"format\": \"wav\" | \"mp3\"}"]})
-    if kind == "file" and not isinstance(part.get("file"), dict):
-        raise ValidationError({where + ".file": ["must be an object"]})
+    if kind == "file":
+        file = part.get("file")
+        if not isinstance(file, dict):
+            raise ValidationError({where + ".file": ["must be an object"]})
+        for name in ("file_data", "file_id", "filename"):
+            if file.get(name) is not None and not isinstance(file[name], str):
+                raise ValidationError({f"{where}.file.{name}": ["must be a string"]})
 
 
 def _check_tool_calls(calls, where):
@@ -171,6 +176,7 @@ class ChatRequest(Schema):
     parallel_tool_calls = _Bool(allow_none=True)
     response_format = _ResponseFormat(allow_none=True)
     user = fields.String(allow_none=True)
+    safety_identifier = fields.String(allow_none=True)
     logit_bias = fields.Dict(allow_none=True)
 
     @validates_schema

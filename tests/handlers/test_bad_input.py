@@ -57,6 +57,10 @@ def test_a_body_that_is_not_an_object(client, body):
     ({"model": "gpt-4o-mini", "messages": MSG, "tools": [{"type": "function"}]}, "tools[0]"),
     ({"model": "gpt-4o-mini", "messages": MSG, "tool_choice": "sometimes"}, "tool_choice"),
     ({"model": "gpt-4o-mini", "messages": MSG, "response_format": {"type": "yaml"}}, "response_format"),
+    # these reached the Claude translator and were a 500 there
+    ({"model": "claude-haiku-4-5", "messages": MSG, "safety_identifier": 123}, "safety_identifier"),
+    ({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": [
+        {"type": "file", "file": {"file_data": 5}}]}]}, "messages[0].content[0].file.file_data"),
 ])
 def test_bad_fields_name_the_param(client, body, param):
     err = _error(client.post("/v1/chat/completions", json=body), 400)
