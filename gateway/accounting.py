@@ -56,6 +56,15 @@ def _unread_model(request_):
         return None
 
 
+def _loggable(value):
+    """`value` as JSON text for the log row; never an exception, which would fail a request already answered
+    (a body nested past what the encoders write: the request may nest up to 1,024 levels)."""
+    try:
+        return dumps(value).decode()
+    except (TypeError, ValueError, RecursionError):
+        return '"[not stored: nested too deeply to write as JSON]"'
+
+
 def record(gw, status, stream=False):
     """Enqueue this request's log row and count it. Reads what the handler left on `g`."""
     # The objects behind the `g` and `request` proxies, looked up once: each proxy access costs a context
@@ -101,9 +110,9 @@ def record(gw, status, stream=False):
     }
     if gw.settings.log_requests:  # GATEWAY_LOG_REQUESTS=false: metrics only, no row (e.g. to measure the writer)
         if gw.settings.log_bodies and isinstance(body, dict):
-            row["request_body"] = dumps(body.get("messages")).decode()
+            row["request_body"] = _loggable(body.get("messages"))
             if g_.get("answer") is not None:
-                row["response_body"] = dumps(g_.answer).decode()
+                row["response_body"] = _loggable(g_.answer)
         gw.log_writer.enqueue(row)
     # Labels only from the model table: a client's made-up model names must not become metric series.
     label = row["model_served"] or (row["model"] if row["model"] in gw.registry.models else "unknown")

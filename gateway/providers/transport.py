@@ -18,6 +18,7 @@ import urllib3
 from requests.structures import CaseInsensitiveDict
 from requests.utils import check_header_validity
 
+from gateway.jsonbytes import loads
 from gateway.providers.pools import Adapter
 from gateway.translate.common import UpstreamError, error_object
 
@@ -106,7 +107,14 @@ def _json_bytes(body):
     try:
         return bytes(memoryview(orjson.dumps(body)))
     except orjson.JSONEncodeError:  # what orjson refuses (an integer past 64 bits) the standard library writes
+        pass
+    try:
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    except RecursionError:
+        # The request parser reads 1,024 levels; no encoder here writes that many. The client's request, not
+        # a fault of the upstream's: a 400, never a 500.
+        raise UpstreamError(400, error_object("The request is nested too deeply to be sent on.",
+                                              "invalid_request_error", None, "nested_too_deeply")) from None
 
 
 def make_session(pool_size, adapter_class=Adapter):
@@ -255,22 +263,18 @@ def complete(session, provider, request, model, id_, created, timeout, total=Non
 
 
 def _json_body(resp):
-    """The response's JSON: orjson for a UTF-8 body (what every provider sends), requests' own decoding (which
-    detects UTF-16 and UTF-32) for what orjson refuses. Either way, ValueError when it is not JSON."""
+    """The response's JSON (gateway/jsonbytes.py: orjson where it reads the same as the json module), then
+    requests' own decoding (a declared charset) for what that refuses. ValueError when it is not JSON."""
     try:
-        return orjson.loads(resp.content)
-    except orjson.JSONDecodeError:
+        return loads(resp.content)
+    except ValueError:
         return resp.json()
 
 
 def _event_json(data):
-    """One stream event's JSON: orjson (a stream is hundreds of events; the json module took ~11% of a long
-    stream's CPU), and the json module for what orjson refuses but JSON allows (a lone surrogate escape,
-    "\\ud83d", which gateway/jsonbytes.py later makes U+FFFD). ValueError when it is not JSON."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return json.loads(data)
+    """One stream event's JSON, the same way (a stream is hundreds of events: the json module alone took ~11% of
+    a long stream's CPU). ValueError when it is not JSON."""
+    return loads(data)
 
 
 def _set_timeout(resp, seconds):

@@ -65,3 +65,49 @@ def test_a_stream_with_a_lone_surrogate_reaches_its_end(client):
     assert "error" not in chunks[-1]
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == "Hi " + FIXED
     assert _row(client, resp).status_code == 200
+
+
+@pytest.mark.parametrize("depth, status", [(300, 200), (1000, 400)])
+@responses.activate
+def test_a_deeply_nested_body_is_answered_and_logged_with_bodies_on(client, depth, status):
+    """orjson writes at most 254 levels, and the request may nest up to 1,024: with bodies logged, an answer
+    already paid for upstream was a 500 and no row was written. Past what any encoder here writes (~1,000
+    levels), the request was a 500 before it left; it is the client's 400."""
+    responses.post(OPENAI_URL, json=openai_completion("Hi."))
+    meta = "[" * depth + '"x"' + "]" * depth   # written by hand: the json module cannot write 1,000 levels either
+    body = '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello", "meta": %s}]}' % meta
+    resp = client.post("/v1/chat/completions", data=body, content_type="application/json",
+                       headers={"Cache-Control": "no-cache"})
+    assert resp.status_code == status, resp.get_data(as_text=True)
+    row = _row(client, resp)
+    assert row.status_code == status and row.request_body
+    if status == 200:
+        assert "Hi." in row.response_body
+    else:
+        assert resp.get_json()["error"]["code"] == "nested_too_deeply" and not responses.calls
+
+
+def test_loads_keeps_integers_past_64_bits_exact():
+    from gateway.jsonbytes import loads
+    big = 98765432109876543210
+    assert loads('{"args": {"account": %d}}' % big) == {"args": {"account": big}}
+    assert loads(b'[1, -%d]' % big) == [1, -big]
+    assert loads('{"id": "chatcmpl-123456789012345678901234"}') == {"id": "chatcmpl-123456789012345678901234"}
+    assert json.loads(dumps({"n": big})) == {"n": big}     # and writes them back exactly
+
+
+@responses.activate
+def test_a_stream_carrying_a_huge_integer_relays_it_exactly(client):
+    """A Gemini function call's args with a 20-digit number: read by orjson as a float, digits lost."""
+    from tests.providers.wire import GEMINI_BASE
+    event = {"candidates": [{"content": {"role": "model", "parts": [
+        {"functionCall": {"name": "pay", "args": {"account": 98765432109876543210}}}]}, "finishReason": "STOP",
+        "index": 0}], "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2, "totalTokenCount": 5}}
+    sse = ("data: " + json.dumps(event) + "\r\n\r\n").encode()
+    responses.post(GEMINI_BASE + "gemini-2.5-flash:streamGenerateContent", body=sse,
+                   content_type="text/event-stream", stream=True)
+    resp = client.post("/v1/chat/completions", json={**BODY, "model": "gemini-2.5-flash", "stream": True,
+                                                     "tools": [{"type": "function", "function": {"name": "pay"}}]})
+    events = [e[6:] for e in resp.get_data(as_text=True).split("\n\n") if e]
+    calls = [c for e in events[:-1] for ch in json.loads(e)["choices"] for c in ch["delta"].get("tool_calls") or ()]
+    assert json.loads(calls[0]["function"]["arguments"]) == {"account": 98765432109876543210}
