@@ -33,6 +33,7 @@ def _headers(fp, _class=http.client.HTTPMessage):
     line is plain."""
     lines = http.client._read_headers(fp)
     msg = _class()
+    msg.set_payload("")  # what the e-mail parser leaves after a head with no body
     for line in lines[:-1]:  # the last is the blank line (or b"" at the end of the stream)
         if not _PLAIN_LINE.fullmatch(line):
             return email.parser.Parser(_class=_class).parsestr(b"".join(lines).decode("iso-8859-1"))
@@ -41,11 +42,25 @@ def _headers(fp, _class=http.client.HTTPMessage):
     return msg
 
 
-class Response(http.client.HTTPResponse):
-    # http.client's own `begin`, run with `_headers` where its module has `parse_headers`: the status line, 1xx
-    # answers, framing and keep-alive stay exactly what this Python's http.client does.
-    begin = types.FunctionType(http.client.HTTPResponse.begin.__code__,
-                               {**vars(http.client), "parse_headers": _headers}, "begin")
+def _begin_with_fast_headers():
+    """http.client's own `begin`, run with `_headers` where its module has `parse_headers`: the status line,
+    1xx answers, framing and keep-alive stay exactly what this Python's http.client does. None if this
+    Python's `begin` does not read its headers through that global (or needs a closure), so that a future
+    http.client cannot be run wrongly: the stock response is used then."""
+    code = http.client.HTTPResponse.begin.__code__
+    if "parse_headers" not in code.co_names or code.co_freevars:
+        return None
+    return types.FunctionType(code, {**vars(http.client), "parse_headers": _headers}, "begin")
+
+
+_FAST_BEGIN = _begin_with_fast_headers()
+
+
+class _FastHeadersResponse(http.client.HTTPResponse):
+    begin = _FAST_BEGIN
+
+
+Response = _FastHeadersResponse if _FAST_BEGIN is not None else http.client.HTTPResponse
 
 
 class _HeadWithBody:
