@@ -134,7 +134,11 @@ _SIGNATURES = (
     (0, b"GIF89a", "image/gif"),
     (0, b"%PDF-", "application/pdf"),
 )
-_HEIF_BRANDS = {b"heic": "image/heic", b"heix": "image/heic", b"heif": "image/heif", b"mif1": "image/heif"}
+# ISO base media files (`ftyp` box) name their format by brands: the major one at bytes 8-12, compatible ones
+# after it. AVIF shares the generic `mif1` brand with HEIF, so its own brands are looked for first.
+_FTYP_BRANDS = ((frozenset({b"avif", b"avis"}), "image/avif"),
+                (frozenset({b"heic", b"heix", b"heim", b"heis"}), "image/heic"),
+                (frozenset({b"mif1", b"msf1", b"heif"}), "image/heif"))
 
 
 def _inlinable(mime):
@@ -150,7 +154,12 @@ def sniff(data):
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "image/webp"
     if head[4:8] == b"ftyp":
-        return _HEIF_BRANDS.get(head[8:12])
+        size = min(int.from_bytes(head[:4], "big"), 256, len(data))
+        box = bytes(data[8:size])
+        brands = {box[i:i + 4] for i in range(0, len(box) - 3, 4)} - {box[4:8]}  # box[4:8]: the minor version
+        for names, mime in _FTYP_BRANDS:
+            if brands & names:
+                return mime
     return None
 
 

@@ -187,8 +187,11 @@ def test_octet_stream_bytes_that_are_no_image_are_a_400():
     (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "image/jpeg"),
     (b"GIF89a\x01\x00\x01\x00", "image/gif"),
     (b"RIFF\x24\x00\x00\x00WEBPVP8 ", "image/webp"),
-    (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00", "image/heic"),
-    (b"\x00\x00\x00\x18ftypmif1\x00\x00\x00\x00", "image/heif"),
+    (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "image/heic"),
+    (b"\x00\x00\x00\x18ftypmif1\x00\x00\x00\x00mif1heic", "image/heic"),   # HEIC under the generic brand
+    (b"\x00\x00\x00\x18ftypmif1\x00\x00\x00\x00mif1miaf", "image/heif"),
+    (b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf", "image/avif"),
+    (b"\x00\x00\x00\x1cftypmif1\x00\x00\x00\x00mif1avifmiaf", "image/avif"),  # not HEIF: its own brand says so
     (b"%PDF-1.7\n", "application/pdf"),
     (b"\x00\x00\x00\x18ftypisom", None),        # an MP4 video
     (b"RIFF\x24\x00\x00\x00WAVEfmt ", None),     # a WAV sound
