@@ -72,3 +72,23 @@ def test_large_rows_are_split_into_statements_of_bounded_size(engine, monkeypatc
         arrays = [params[0] for sql, _, params in seen if sql.startswith("INSERT")]
         assert [len(json.loads(a)) for a in arrays] == [1] * 9   # one ~3 KB row per 4 KB statement
         assert all(len(a.encode()) <= 4096 for a in arrays)
+
+
+def test_values_already_of_their_columns_type_pass_through_and_others_are_still_coerced():
+    import datetime as dt
+    from decimal import Decimal
+    from gateway.store import logs
+    when = dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.timezone.utc)
+    row = normalize(log_row(model="gpt-4o-mini", latency_ms=12, cache_hit=True, created_at=when))
+    assert (row["model"], row["latency_ms"], row["cache_hit"], row["created_at"]) == ("gpt-4o-mini", 12, True, when)
+    # what the fast path must not let through as it is
+    odd = normalize(log_row(model="a\x00b", latency_ms=12.4, cache_hit=1, error_message="caf\udce9",
+                            created_at=dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=1)))))
+    assert odd["model"] == "a\ufffdb" and odd["latency_ms"] == 12 and odd["cache_hit"] is True
+    assert odd["error_message"] == "caf?"
+    with pytest.raises(logs.BadRow):
+        normalize(log_row(latency_ms=True))  # a bool is no int here, fast path or not
+    assert odd["created_at"] == when and odd["created_at"].tzinfo is dt.timezone.utc
+    assert len(normalize(log_row(model="m" * 1000))["model"]) == logs._LENGTHS["model"]
+    assert normalize(log_row(cost_usd=Decimal("0.12345678901")))["cost_usd"] == Decimal("0.12345678901").quantize(
+        logs._SCALES["cost_usd"])
