@@ -9,6 +9,8 @@ import os
 
 from sqlalchemy import create_engine, event
 
+from gateway.deadline import bounded
+
 log = logging.getLogger("gateway")
 
 _CONNECT_TIMEOUT = 5  # seconds to a usable PostgreSQL connection
@@ -114,17 +116,8 @@ def time_limit(engine, seconds):
     if not _interruptible(engine):
         yield
         return
-    import gevent
-    timer = gevent.Timeout(seconds)
-    timer.start()
-    try:
+    with bounded(seconds, lambda: DatabaseTimeout(f"no answer from the database within {seconds:g} s")):
         yield
-    except gevent.Timeout as t:
-        if t is not timer:
-            raise
-        raise DatabaseTimeout(f"no answer from the database within {seconds:g} s") from None
-    finally:
-        timer.cancel()
 
 
 def make_redis(url, max_connections=200):

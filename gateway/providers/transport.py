@@ -18,6 +18,7 @@ import urllib3
 from requests.structures import CaseInsensitiveDict
 from requests.utils import check_header_validity
 
+from gateway.deadline import bounded
 from gateway.jsonbytes import loads
 from gateway.providers.pools import Adapter
 from gateway.translate.common import UpstreamError, error_object
@@ -230,17 +231,8 @@ def within(seconds, fault):
     if seconds is None or not _cooperative():
         yield
         return
-    import gevent
-    timer = gevent.Timeout(max(seconds, 0.001))
-    timer.start()
-    try:
+    with bounded(max(seconds, 0.001), fault):
         yield
-    except gevent.Timeout as t:
-        if t is not timer:
-            raise
-        raise fault() from None
-    finally:
-        timer.cancel()
 
 
 def complete(session, provider, request, model, id_, created, timeout, total=None):
