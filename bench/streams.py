@@ -30,25 +30,35 @@ def _ok(buf):
     return _status(buf) == 200 and b"data: [DONE]" in buf and b'{"error"' not in buf
 
 
+def _connect(host, port, timeout):
+    s = socket.create_connection((host, port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def _timed(s, raw, start, done):
+    """Send one request on `s` and read until `done(buf)` or the end: (ttfb_s, total_s, ok), from `start`."""
+    buf, ttfb = b"", None
+    s.sendall(raw)
+    while not done(buf):
+        data = s.recv(65536)
+        if not data:
+            break
+        buf += data
+        if ttfb is None and _first_event(buf):
+            ttfb = time.perf_counter() - start
+    total = time.perf_counter() - start
+    return ttfb if ttfb is not None else total, total, _ok(buf)
+
+
 def sequential(host, port, path, key, body, n, timeout=30.0):
     """n streams one after another, each on a new connection: [(ttfb_s, total_s, ok)]."""
     raw = request_bytes(host, port, path, key, body)
     out = []
     for _ in range(n):
-        buf, ttfb = b"", None
-        start = time.perf_counter()
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            s.sendall(raw)
-            while True:
-                data = s.recv(65536)
-                if not data:
-                    break
-                buf += data
-                if ttfb is None and _first_event(buf):
-                    ttfb = time.perf_counter() - start
-        total = time.perf_counter() - start
-        out.append((ttfb if ttfb is not None else total, total, _ok(buf)))
+        start = time.perf_counter()   # the connection's set-up counts
+        with _connect(host, port, timeout) as s:
+            out.append(_timed(s, raw, start, lambda buf: False))
     return out
 
 
@@ -69,23 +79,8 @@ def sequential_reused(host, port, path, key, body, n, timeout=30.0):
     """n streams one after another on one kept-alive connection, as an SDK's connection pool sends them:
     [(ttfb_s, total_s, ok)]."""
     raw = request_bytes(host, port, path, key, body).replace(b"Connection: close\r\n", b"")
-    out = []
-    with socket.create_connection((host, port), timeout=timeout) as s:
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        for _ in range(n):
-            buf, ttfb = b"", None
-            start = time.perf_counter()
-            s.sendall(raw)
-            while not _response_done(buf):
-                data = s.recv(65536)
-                if not data:
-                    break
-                buf += data
-                if ttfb is None and _first_event(buf):
-                    ttfb = time.perf_counter() - start
-            total = time.perf_counter() - start
-            out.append((ttfb if ttfb is not None else total, total, _ok(buf)))
-    return out
+    with _connect(host, port, timeout) as s:
+        return [_timed(s, raw, time.perf_counter(), _response_done) for _ in range(n)]
 
 
 class _Conn:
