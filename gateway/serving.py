@@ -77,7 +77,7 @@ class Response(wsgi.Response):
     def _send_head(self):
         head, self._head = self._head, None
         if head:
-            util.write(self.sock, head)
+            _send(self.sock, head)
 
 
 def _send(sock, data):
