@@ -42,6 +42,19 @@ class RedisGuard:
         now = self._clock()
         return any(at is not None and now - at < self.backoff for at in (failed_at, unreachable_at))
 
+    def call(self, component, fn, *args, default=None, catch=(Exception,)):
+        """`fn(*args)`'s reply for `component`, or `default` when Redis fails (an exception in `catch`) or is
+        being left alone after a failure (`skip`): the one way each component talks to Redis."""
+        if self.skip(component):
+            return default
+        try:
+            reply = fn(*args)
+        except catch as exc:
+            self.failed(component, exc)
+            return default
+        self.ok(component)
+        return reply
+
     def failed(self, component, exc):
         now = self._clock()
         self._failed_at[component] = now

@@ -193,15 +193,7 @@ class ExactCache:
         return f"{self.namespace}cache:lock:{key}"
 
     def _call(self, fn, *args, default=None):
-        if self.guard.skip(COMPONENT):
-            return default
-        try:
-            result = fn(*args)
-        except FAILURES as exc:
-            self.guard.failed(COMPONENT, exc)
-            return default
-        self.guard.ok(COMPONENT)
-        return result
+        return self.guard.call(COMPONENT, fn, *args, default=default, catch=FAILURES)
 
     def unavailable(self):
         """The store failed lately and is being left alone (see RedisGuard): look-ups are skipped."""

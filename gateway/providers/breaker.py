@@ -34,7 +34,9 @@ class Breakers:
         self.threshold = threshold
         self.cooldown = cooldown
         self.redis = redis
-        self.guard = guard or RedisGuard()  # a Redis that hangs costs one timeout per back-off, not per model
+        # Every Redis call goes through the guard: a Redis fault must not stop traffic (local state still
+        # works), and a Redis that hangs costs one timeout per back-off, not one per model.
+        self.guard = guard or RedisGuard()
         self.namespace = namespace + "breaker:"
         self.clock = clock
         self._states = {}
@@ -50,22 +52,9 @@ class Breakers:
         if self.redis is None or now - state.checked_at < _REMOTE_CHECK_SECONDS:
             return state.remote_open_until
         state.checked_at = now
-        ms = self._redis(self.redis.pttl, self.namespace + model)
+        ms = self.guard.call(COMPONENT, self.redis.pttl, self.namespace + model)
         state.remote_open_until = now + ms / 1000.0 if ms and ms > 0 else 0.0
         return state.remote_open_until
-
-    def _redis(self, command, *args, **kwargs):
-        """The command's reply, or None when Redis failed or is being left alone (see RedisGuard): a Redis fault
-        must not stop traffic, and local state still works."""
-        if self.guard.skip(COMPONENT):
-            return None
-        try:
-            reply = command(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001
-            self.guard.failed(COMPONENT, exc)
-            return None
-        self.guard.ok(COMPONENT)
-        return reply
 
     def status(self, model):
         now = self.clock()
@@ -98,7 +87,7 @@ class Breakers:
                 log.info("breaker for %s closed: the probe succeeded", model)
             state.failures, state.open_until, state.probing, state.remote_open_until = 0, 0.0, False, 0.0
             if self.redis is not None:
-                self._redis(self.redis.delete, self.namespace + model)
+                self.guard.call(COMPONENT, self.redis.delete, self.namespace + model)
 
     def release(self, model):
         """The probe ended without a verdict (the upstream answered, but the request was at fault):
@@ -115,7 +104,8 @@ class Breakers:
             state.open_until = self.clock() + self.cooldown
         log.warning("breaker for %s opened for %.0f s after %d failures", model, self.cooldown, state.failures)
         if self.redis is not None:
-            self._redis(self.redis.set, self.namespace + model, "1", px=int(self.cooldown * 1000))
+            key, ms = self.namespace + model, int(self.cooldown * 1000)
+            self.guard.call(COMPONENT, lambda: self.redis.set(key, "1", px=ms))
 
     def snapshot(self):
         return {model: self.status(model) for model in list(self._states)}
