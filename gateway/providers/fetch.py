@@ -126,13 +126,13 @@ def sessions_made():
 _GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream", "application/binary"})
 
 # Leading bytes of the formats the providers take (Gemini: PNG, JPEG, WEBP, HEIC, HEIF, and PDF; GIF for Claude
-# and OpenAI), from each format's specification. (offset, bytes, type); WEBP and HEIC have a second test below.
+# and OpenAI), from each format's specification; WEBP and the ISO formats have tests of their own below.
 _SIGNATURES = (
-    (0, b"\x89PNG\r\n\x1a\n", "image/png"),
-    (0, b"\xff\xd8\xff", "image/jpeg"),
-    (0, b"GIF87a", "image/gif"),
-    (0, b"GIF89a", "image/gif"),
-    (0, b"%PDF-", "application/pdf"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"%PDF-", "application/pdf"),
 )
 # ISO base media files (`ftyp` box) name their format by brands: the major one at bytes 8-12, compatible ones
 # after it. AVIF shares the generic `mif1` brand with HEIF, so its own brands are looked for first.
@@ -148,8 +148,8 @@ def _inlinable(mime):
 def sniff(data):
     """The image (or PDF) type the bytes' signature says, or None."""
     head = bytes(data[:16])
-    for offset, magic, mime in _SIGNATURES:
-        if head[offset:offset + len(magic)] == magic:
+    for magic, mime in _SIGNATURES:
+        if head.startswith(magic):
             return mime
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "image/webp"

@@ -117,7 +117,7 @@ def _coerce(name, kind, value):
 
 def _already(kind, value, limit):
     """Whether `value` is already what _coerce would return, checked cheaply: the request path's rows are,
-    for every column but the decimal ones (a row took ~7 µs of the writer's time, in the worker; now ~4)."""
+    for every column but the decimal ones (a third of a row's normalizing, in the worker, measured 12.6 -> 8.1 µs)."""
     if kind == "str":
         # ASCII: no NUL-free or UTF-8 check needed beyond the NUL itself; within the column's length
         return type(value) is str and value.isascii() and "\x00" not in value and (limit is None or
