@@ -78,22 +78,15 @@ def _bound_connect(engine):
     """libpq enforces connect_timeout only in its blocking connect; psycogreen connects asynchronously, so
     under gevent a server that accepts and never answers held the connecting request forever. Enforced here,
     failing as libpq's own timeout does."""
-    import gevent
     import psycopg2
+
+    def expired():
+        return psycopg2.OperationalError(f"connection to server timed out after {_CONNECT_TIMEOUT} s (no answer)")
 
     @event.listens_for(engine, "do_connect")
     def _connect(dialect, _record, cargs, cparams):
-        timer = gevent.Timeout(_CONNECT_TIMEOUT)
-        timer.start()
-        try:
+        with bounded(_CONNECT_TIMEOUT, expired):
             return dialect.connect(*cargs, **cparams)
-        except gevent.Timeout as t:
-            if t is not timer:
-                raise
-            raise psycopg2.OperationalError(f"connection to server timed out after {_CONNECT_TIMEOUT} s "
-                                            "(no answer)") from None
-        finally:
-            timer.cancel()
 
 
 def _interruptible(engine):
