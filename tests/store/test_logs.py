@@ -61,6 +61,20 @@ def test_values_arrive_as_their_column_types(engine):
     assert back.error_message == row["error_message"] and back.prompt_tokens == 10 and back.total_tokens == 15
 
 
+def test_columns_without_a_value_are_not_sent_and_are_stored_as_null(engine):
+    row = normalize(log_row(customer_id=None, feature=None, error_message=None, cost_usd=None))
+    assert not {"customer_id", "feature", "error_message", "cost_usd", "end_user"} & row.keys()
+    assert (row["cache_hit"], row["failover_used"], row["stream"]) == (False, False, False)
+    seen = statements(engine)
+    assert insert_ignoring_duplicates(engine, [row]) == 1
+    if engine.dialect.name == "postgresql":
+        assert b"null" not in [p for sql, _, p in seen if sql.startswith("INSERT")][0][0].encode()
+    with engine.connect() as conn:
+        back = conn.execute(select(T).where(T.c.request_id == row["request_id"])).one()
+    assert (back.customer_id, back.feature, back.error_message, back.cost_usd, back.end_user) == (None,) * 5
+    assert (back.cache_hit, back.failover_used, back.stream, back.model) == (False, False, False, "gpt-4o-mini")
+
+
 def test_large_rows_are_split_into_statements_of_bounded_size(engine, monkeypatch):
     from gateway.store import logs
     monkeypatch.setattr(logs, "_MAX_JSON_BYTES", 4096)

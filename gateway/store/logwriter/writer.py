@@ -50,7 +50,9 @@ class LogWriter(_DatabaseWrites, _SpoolReplay, _DiskFallback):
         self._count_lock = threading.Lock()
         self._items = collections.deque()  # rows, and flush markers (threading.Event)
         self._depth = 0
-        self._cond = threading.Condition()
+        # A plain lock, never taken twice by one thread: under gevent the default (re-entrant) one is Python
+        # code, and every request's enqueue takes it (~3 µs against ~1.8 here).
+        self._cond = threading.Condition(threading.Lock())
         self._idle = False       # the writer waits for a first row (not for a batch to fill or its interval)
         self._thread = None
         self._stopping = False
