@@ -10,6 +10,8 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	@# gunicorn runs its workers with PYTHONOPTIMIZE=2 (gunicorn.conf.py): their bytecode, made once here.
+	$(PY) -OO -m compileall -q -j 0 $(VENV)/lib gateway
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -28,14 +28,20 @@ def _environ(pid):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
-@pytest.mark.parametrize("asked, runs_on", [(None, b"malloc"), ("pymalloc", b"pymalloc")])
-def test_workers_run_on_the_c_allocator_unless_told_otherwise(start_gateway, simulator, asked, runs_on):
-    gw = start_gateway(simulator, PYTHONMALLOC=asked)
+@pytest.mark.parametrize("asked, runs_on", [
+    ({}, {b"PYTHONMALLOC": b"malloc", b"PYTHONOPTIMIZE": b"2"}),
+    ({"PYTHONMALLOC": "pymalloc"}, {b"PYTHONMALLOC": b"pymalloc", b"PYTHONOPTIMIZE": b"2"}),
+    ({"PYTHONOPTIMIZE": "0"}, {b"PYTHONMALLOC": b"malloc", b"PYTHONOPTIMIZE": b"0"}),
+])
+def test_workers_run_on_the_c_allocator_without_docstrings_unless_told_otherwise(start_gateway, simulator, asked,
+                                                                                 runs_on):
+    gw = start_gateway(simulator, **{"PYTHONMALLOC": None, "PYTHONOPTIMIZE": None, **asked})
     assert requests.get(gw.base_url + "/healthz", timeout=5).status_code == 200
     workers = _workers(gw.proc.pid)           # gunicorn started again in place: the same master process
     assert workers
     for pid in workers:
-        assert _environ(pid).get(b"PYTHONMALLOC") == runs_on
+        env = _environ(pid)
+        assert {name: env.get(name) for name in runs_on} == runs_on
 
 
 def test_a_worker_does_not_load_the_orm(tmp_path):
