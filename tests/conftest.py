@@ -55,6 +55,16 @@ def fresh_database(prefix):
         admin.close()
 
 
+@pytest.fixture(autouse=True)
+def _no_metrics_dir_left_in_the_environment(monkeypatch):
+    """Tests that run gunicorn.conf.py in this process make it name a metrics directory of its own in this
+    process's environment, where every gunicorn a later test starts found it (and counted another gateway's
+    requests as its own). Each test's environment changes to those two names are undone after it."""
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "GATEWAY_METRICS_DIR_OWNER"):
+        monkeypatch.setenv(name, "")  # recorded, so what the test leaves is undone
+        monkeypatch.delenv(name)
+
+
 @pytest.fixture(scope="session")
 def pg_url():
     """A PostgreSQL database of the suite's own, migrated, dropped at the end."""
