@@ -124,7 +124,8 @@ def build(settings):
         log.info("REDIS_URL is not set: cache and rate limits use in-process stores (single process only)")
     registry = Registry(settings)
     providers = {name: PROVIDER_CLASSES[spec.kind](spec) for name, spec in registry.providers.items()}
-    sessions = {name: make_session(settings.upstream_pool_size) for name in providers}
+    sessions = {name: make_session(settings.upstream_pool_size, max_body=settings.max_response_bytes)
+                for name in providers}
     guard = RedisGuard()
     breakers = Breakers(settings.breaker_failures, settings.breaker_cooldown, redis_client,
                         namespace=settings.redis_namespace, guard=guard)

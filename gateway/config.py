@@ -192,6 +192,7 @@ class Settings:
     first_token_timeout: float
     deadline: float
     max_request_bytes: int
+    max_response_bytes: int
     cors_origins: tuple
     upstream_pool_size: int
     upstream_idle_seconds: float
@@ -254,6 +255,8 @@ def load(env=None):
         first_token_timeout=_float(env, "GATEWAY_FIRST_TOKEN_TIMEOUT", 60.0),
         deadline=_float(env, "GATEWAY_DEADLINE", 300.0),
         max_request_bytes=_int(env, "GATEWAY_MAX_REQUEST_BYTES", 10 * 1024 * 1024, minimum=1024),
+        # An upstream answer past this is refused (502 too_large), not read into memory to the end.
+        max_response_bytes=_int(env, "GATEWAY_MAX_RESPONSE_BYTES", 64 * 1024 * 1024, minimum=65536),
         cors_origins=_origins(env),
         # As large as a worker's concurrency (gunicorn.conf.py's worker_connections): every open stream
         # holds one upstream connection, and a connection past the pool's size is not kept alive.

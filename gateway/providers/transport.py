@@ -41,6 +41,10 @@ class _Session(requests.Session):
     pass their own proxies, verify or cert are answered as requests would, uncached.
     """
 
+    # The most an answer may hold (a non-streamed body, an error body, one stream event), in bytes: an upstream
+    # that sends without end must not fill the worker's memory. GATEWAY_MAX_RESPONSE_BYTES; see make_session.
+    max_body = 64 << 20
+
     def __init__(self):
         super().__init__()
         self._environment = {}
@@ -80,7 +84,7 @@ class _Session(requests.Session):
         if not stream:
             try:
                 # Read the body now, as Session.send does: the connection goes back to the pool.
-                resp.content  # noqa: B018
+                read_within(resp, self.max_body)
             except requests.exceptions.ConnectionError as e:
                 # requests reports the headers, then silence, as a ConnectionError: it is a read timeout (an
                 # upstream that answers nothing more), not a connection that failed, and is not retried.
@@ -119,11 +123,51 @@ def _json_bytes(body):
                                               "invalid_request_error", None, "nested_too_deeply")) from None
 
 
-def make_session(pool_size, adapter_class=Adapter):
+class AnswerTooLarge(requests.exceptions.RequestException):
+    """An upstream answer (or one stream event) past the session's `max_body`: nothing more of it is read."""
+
+    def __init__(self, limit):
+        super().__init__(f"more than {limit} bytes")
+        self.limit = limit
+
+
+def read_within(resp, limit):
+    """The body, as `resp.content` reads it (decoded), kept as `resp.content`; AnswerTooLarge, and the connection
+    closed, once it is declared or found to be larger than `limit` bytes."""
+    declared = resp.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        resp.close()
+        raise AnswerTooLarge(limit)
+    parts, size = [], 0
+    for part in resp.iter_content(65536):
+        size += len(part)
+        if size > limit:
+            resp.close()
+            raise AnswerTooLarge(limit)
+        parts.append(part)
+    resp._content = b"".join(parts)  # what requests' own `content` keeps (read once)
+    return resp._content
+
+
+def _events_within(chunks, limit):
+    """`chunks`, with AnswerTooLarge once more than `limit` bytes came without the blank line that ends an SSE
+    event (a boundary split across two chunks is seen one event late: the limit is loose by one event)."""
+    pending = 0
+    for chunk in chunks:
+        end = max(chunk.rfind(b"\n\n"), chunk.rfind(b"\r\n\r\n"), chunk.rfind(b"\r\r"))
+        pending = len(chunk) - end if end >= 0 else pending + len(chunk)
+        if pending > limit:
+            raise AnswerTooLarge(limit)
+        yield chunk
+
+
+def make_session(pool_size, adapter_class=Adapter, max_body=None):
     """One keep-alive pool per provider, as large as a worker's concurrency (idle connections expire: see
     pools.py). It keeps no cookies: what one tenant's call (or image download) is sent must not ride along
-    on another's."""
+    on another's. `max_body`: the most an answer may hold, in bytes (see `_Session.max_body`)."""
     session = _Session()
+    if max_body is not None:
+        session.max_body = max_body
     session.cookies.set_policy(_NO_COOKIES)
     adapter = adapter_class(pool_connections=4, pool_maxsize=pool_size, max_retries=0, pool_block=False)
     session.mount("http://", adapter)
@@ -178,6 +222,9 @@ def post(session, provider, url, headers, body, timeout, stream):
     except requests.exceptions.ReadTimeout:
         raise _fault(504, f"{provider.name} ({host}) did not answer in time.", "timeout",
                      "upstream_timeout") from None
+    except AnswerTooLarge as e:
+        raise _fault(502, f"{provider.name} ({host}) sent an answer larger than {e.limit:,} bytes "
+                          "(GATEWAY_MAX_RESPONSE_BYTES).", "too_large") from None
     except requests.exceptions.InvalidHeader:
         # A header value with a line break (a provider key, say): never valid, so failed over, not retried.
         # Not echoed: the value may be the key.
@@ -291,7 +338,7 @@ class UpstreamStream:
     answer was finished and its response read to the end: then the connection goes back to the pool.
     """
 
-    def __init__(self, provider, resp, state, read_timeout):
+    def __init__(self, provider, resp, state, read_timeout, max_event=_Session.max_body):
         self.provider = provider
         self.resp = resp
         self.state = state
@@ -299,7 +346,7 @@ class UpstreamStream:
         self.malformed = 0
         self.finished = False
         self._body = _raw_bytes(resp)
-        self._events = sseclient.SSEClient(self._body).events()
+        self._events = sseclient.SSEClient(_events_within(self._body, max_event)).events()
         self._pending = []
 
     def start(self):
@@ -319,6 +366,9 @@ class UpstreamStream:
             if first:
                 raise _fault(504, f"{name} sent no first token in time.", "first_token", "upstream_timeout") from None
             raise _fault(504, f"The {name} stream stalled.", "stall", "upstream_timeout") from None
+        except AnswerTooLarge as e:
+            raise _fault(502, f"{self.provider.name} sent a stream event larger than {e.limit:,} bytes "
+                              "(GATEWAY_MAX_RESPONSE_BYTES).", "too_large") from None
         except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError):
             raise _fault(502, f"The {self.provider.name} stream was cut off.", "cut") from None
         data = event.data
@@ -386,10 +436,15 @@ def open_stream(session, provider, request, model, id_, created, timeout, read_t
         _refuse_redirect(provider, resp)
         if resp.status_code >= 400:
             try:
+                read_within(resp, session.max_body)
                 raise _error_from_response(provider, resp)
+            except AnswerTooLarge as e:
+                raise _fault(502, f"{provider.name} ({_host(url)}) sent an error larger than {e.limit:,} bytes "
+                                  "(GATEWAY_MAX_RESPONSE_BYTES).", "too_large") from None
             finally:
                 resp.close()
-        stream = UpstreamStream(provider, resp, provider.stream_state(model, id_, created), read_timeout)
+        stream = UpstreamStream(provider, resp, provider.stream_state(model, id_, created), read_timeout,
+                                session.max_body)
         try:
             return stream.start()
         except BaseException:

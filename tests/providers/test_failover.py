@@ -85,6 +85,16 @@ def test_persistent_503_retries_once_then_fails_over(gw):
 
 
 @responses.activate
+def test_an_answer_past_the_size_limit_is_failed_over_without_retry(gw):
+    client, _ = gw(GATEWAY_MAX_RESPONSE_BYTES="65536")
+    openai = responses.post(OPENAI_URL, json=openai_completion(text="x" * 70000))
+    responses.post(ANTHROPIC_URL, json=anthropic_message())
+    resp = chat(client)
+    assert resp.status_code == 200 and resp.headers["X-Provider"] == "anthropic"
+    assert openai.call_count == 1
+
+
+@responses.activate
 def test_anthropic_529_is_retried_then_failed_over(gw):
     client, _ = gw()
     anthropic = responses.post(ANTHROPIC_URL, json=anthropic_error(529, "overloaded_error", "Overloaded"),

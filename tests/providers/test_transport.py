@@ -214,3 +214,102 @@ def test_the_request_body_is_held_in_a_bytes_object_of_its_own_size():
         tracemalloc.stop()
     assert json.loads(data) == body
     assert held < sys.getsizeof(data) + 512       # orjson's own output held ~13 times that
+
+
+# --- an answer past GATEWAY_MAX_RESPONSE_BYTES is not read to its end ---
+
+LIMIT = 65536
+
+
+@responses_lib.activate
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "no-length"])
+def test_a_body_past_the_limit_is_a_502_too_large_and_is_not_kept(declared):
+    from tests.providers.wire import OPENAI_URL, openai_completion
+    body = json.dumps(openai_completion(text="x" * LIMIT)).encode()
+    responses_lib.post(OPENAI_URL, body=body, content_type="application/json",
+                       auto_calculate_content_length=declared)
+    with pytest.raises(transport.UpstreamError) as e:
+        _call(transport.make_session(4, max_body=LIMIT))
+    assert e.value.status == 502 and e.value.reason == "too_large"
+    assert "65,536 bytes" in e.value.error["message"] and "GATEWAY_MAX_RESPONSE_BYTES" in e.value.error["message"]
+
+
+@responses_lib.activate
+def test_a_body_at_the_limit_is_read_as_before():
+    from tests.providers.wire import OPENAI_URL, openai_completion
+    small = openai_completion(text="")
+    text = "x" * (LIMIT - len(json.dumps(small).encode()))
+    body = json.dumps(openai_completion(text=text)).encode()
+    assert len(body) == LIMIT
+    responses_lib.post(OPENAI_URL, body=body, content_type="application/json")
+    completion = _call(transport.make_session(4, max_body=LIMIT))
+    assert completion["choices"][0]["message"]["content"] == text
+
+
+@responses_lib.activate
+def test_the_limit_counts_the_decoded_body_not_the_compressed_one():
+    import gzip
+    from tests.providers.wire import OPENAI_URL, openai_completion
+    body = json.dumps(openai_completion(text="x" * LIMIT * 4)).encode()
+    squeezed = gzip.compress(body)
+    assert len(squeezed) < LIMIT
+    responses_lib.post(OPENAI_URL, body=squeezed, content_type="application/json",
+                       headers={"Content-Encoding": "gzip"})
+    with pytest.raises(transport.UpstreamError) as e:
+        _call(transport.make_session(4, max_body=LIMIT))
+    assert e.value.reason == "too_large"
+
+
+def _stream_call(session, body, status=200):
+    from gateway import config
+    from gateway.providers.openai import OpenAIProvider
+    from gateway.providers.registry import Registry
+    from tests.providers.wire import OPENAI_URL
+    responses_lib.post(OPENAI_URL, body=body, status=status, content_type="text/event-stream",
+                       auto_calculate_content_length=False)
+    registry = Registry(config.load({"OPENAI_API_KEY": "sk-test-SECRET"}))
+    provider = OpenAIProvider(registry.providers["openai"])
+    request = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    return transport.open_stream(session, provider, request, registry.resolve("gpt-4o-mini"), "chatcmpl-1", 1,
+                                 (5, 10), 10)
+
+
+@responses_lib.activate
+def test_a_stream_event_past_the_limit_ends_the_stream_with_too_large():
+    from tests.providers.wire import openai_stream
+    body = openai_stream(["Hel", "lo"])
+    first_event_end = body.index(b"\n\n") + 2
+    body = body[:first_event_end] + b"data: " + b"x" * (LIMIT * 2) + body[first_event_end:]
+    stream = _stream_call(transport.make_session(4, max_body=LIMIT), body)
+    got = []
+    with pytest.raises(transport.UpstreamError) as e:
+        for chunk in stream:
+            got.append(chunk)
+    assert e.value.status == 502 and e.value.reason == "too_large" and "stream event" in e.value.error["message"]
+    assert got and got[0]["choices"][0]["delta"].get("role") == "assistant"
+
+
+@responses_lib.activate
+def test_a_long_stream_of_small_events_is_not_limited():
+    from tests.providers.wire import openai_stream
+    pieces = ["word "] * 2000
+    body = openai_stream(pieces)
+    assert len(body) > LIMIT * 4
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in
+                   _stream_call(transport.make_session(4, max_body=LIMIT), body) if c.get("choices"))
+    assert text == "".join(pieces)
+
+
+@responses_lib.activate
+def test_a_stream_error_body_past_the_limit_is_too_large():
+    with pytest.raises(transport.UpstreamError) as e:
+        _stream_call(transport.make_session(4, max_body=LIMIT), b"x" * (LIMIT * 2), status=500)
+    assert e.value.status == 502 and e.value.reason == "too_large"
+
+
+def test_the_limit_is_a_setting():
+    from gateway import config
+    assert config.load({}).max_response_bytes == 64 << 20
+    assert config.load({"GATEWAY_MAX_RESPONSE_BYTES": "100000"}).max_response_bytes == 100000
+    with pytest.raises(config.ConfigError, match="GATEWAY_MAX_RESPONSE_BYTES"):
+        config.load({"GATEWAY_MAX_RESPONSE_BYTES": "10"})
