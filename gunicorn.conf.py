@@ -121,7 +121,7 @@ def worker_exit(server, worker):
 def post_worker_init(worker):
     """Each worker sends a response's head with its first body bytes (gateway/serving.py)."""
     from gateway import serving
-    serving.install()
+    serving.install(_serving.client_timeout)
 
 
 def when_ready(server):

@@ -142,6 +142,7 @@ class Serving:
     keepalive: int
     max_requests: int
     log_level: str
+    client_timeout: float | None
 
 
 def serving(env=None):
@@ -157,6 +158,10 @@ def serving(env=None):
         keepalive=_int(env, "GATEWAY_KEEPALIVE", 5),
         max_requests=_int(env, "GATEWAY_MAX_REQUESTS", 50000),
         log_level=_log_level(env),
+        # How long a wait on a client may last: for it to take the next piece of an answer, or to send more
+        # of its request body. A client that stops reading otherwise held its stream, and the upstream call
+        # behind it, for as long as its connection stayed open.
+        client_timeout=_float(env, "GATEWAY_CLIENT_TIMEOUT", 60.0, minimum_allowed=True) or None,  # 0: none
     )
 
 

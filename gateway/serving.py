@@ -9,6 +9,10 @@ body piece (HEAD, 204, an empty body) sends its head alone, as before. The bytes
 Body pieces go out with one `send` where gunicorn's `sendall` cost gevent a getsockopt system call each
 (`_send`): a stream writes one piece per event.
 
+Every wait on a client is bounded by GATEWAY_CLIENT_TIMEOUT (the client socket's timeout, set with the
+response): a client that stops reading, or stops sending its body, is let go after it, where before it held a
+greenlet and an upstream call for as long as its connection stayed open.
+
 Two of gunicorn's per-request steps are remembered, each ~1.5-2% of a cache hit's CPU in py-spy: the `Date`
 header (formatted by the e-mail package on every response, though it changes once a second) and whether the
 peer's address is in `forwarded_allow_ips` (parsed by `ipaddress` on every request, though the list is fixed
@@ -22,6 +26,7 @@ error shape instead, so an SDK shows the reason and a client parsing JSON errors
 response from the module's `Response` name, and looks `util.http_date` and `message._ip_in_allow_list` up
 when it calls them, so those names are pointed at what is here.
 """
+import errno
 import json
 import time
 
@@ -31,6 +36,7 @@ from gunicorn.http import message, wsgi
 from gateway.translate.common import error_object
 
 _PEERS_KEPT = 4096  # distinct client addresses remembered; past that the memo starts over
+_client_timeout = None  # seconds, set by install(): GATEWAY_CLIENT_TIMEOUT
 
 
 class _Held:
@@ -45,6 +51,13 @@ class _Held:
 
 class Response(wsgi.Response):
     _head = None  # the head's bytes, built but not yet sent
+
+    def __init__(self, req, sock, cfg):
+        super().__init__(req, sock, cfg)
+        # Every wait on this client is bounded from here on: for it to take more of the answer (`_send`), or to
+        # send more of its body (handlers/chat.py answers 408).
+        if _client_timeout is not None and sock.gettimeout() is None:
+            sock.settimeout(_client_timeout)
 
     def write(self, arg):
         if self.headers_sent:
@@ -82,11 +95,18 @@ class Response(wsgi.Response):
 
 def _send(sock, data):
     """sendall, less gevent's getsockopt(SO_SNDBUF) on every call (~6% of a long stream's CPU: one call per
-    event): one send takes a stream event or a small answer whole, and sendall sends only what a full socket
-    buffer left over."""
-    sent = sock.send(data)
-    if sent < len(data):
-        sock.sendall(memoryview(data)[sent:])
+    event): one send takes a stream event or a small answer whole; more are needed only when the socket's buffer
+    is full. Each waits at most the client timeout for the client to take some of it (sendall would bound the
+    whole piece instead, failing a slow but steady download): one that takes nothing in that time is treated as
+    gone, as if it had closed the connection, so its stream and the upstream call behind it end."""
+    try:
+        sent = sock.send(data)
+        if sent < len(data):
+            rest = memoryview(data)
+            while sent < len(rest):
+                sent += sock.send(rest[sent:])
+    except TimeoutError:
+        raise BrokenPipeError(errno.EPIPE, "the client took nothing of the answer in time") from None
 
 
 def _date_memo(http_date):
@@ -137,7 +157,9 @@ def write_error(sock, status_int, reason, mesg):
     util.write_nonblock(sock, head + body)
 
 
-def install():
+def install(client_timeout=None):
+    global _client_timeout
+    _client_timeout = client_timeout
     wsgi.Response = Response
     if not hasattr(util.http_date, "unmemoized"):
         util.http_date = _date_memo(util.http_date)

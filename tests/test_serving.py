@@ -1,4 +1,5 @@
 """gateway/serving.py's response puts the same bytes on the wire as gunicorn's own, in fewer sends."""
+import errno
 import importlib.util
 import os
 
@@ -24,6 +25,13 @@ class Sock:
 
     def __init__(self, room=None):
         self.sends, self.room, self.calls = [], room, []
+        self.timeout = None
+
+    def gettimeout(self):
+        return self.timeout
+
+    def settimeout(self, seconds):
+        self.timeout = seconds
 
     def sendall(self, data):
         self.calls.append("sendall")
@@ -184,7 +192,40 @@ def test_what_a_full_socket_did_not_take_is_sent_after(case):
         resp.write(piece)
     resp.close()
     stock, _ = _serve(STOCK, *CASES[case])
-    assert b"".join(sock.sends) == b"".join(stock) and "sendall" in sock.calls
+    assert b"".join(sock.sends) == b"".join(stock) and all(len(sent) <= 7 for sent in sock.sends)
+
+
+class _Stuck(Sock):
+    """A socket whose client took `room` bytes, then nothing: its sends time out, as gevent's do."""
+
+    def send(self, data):
+        if self.room == 0:
+            raise TimeoutError("timed out")
+        taken = super().send(data)
+        self.room -= taken
+        return taken
+
+
+def test_a_client_that_takes_nothing_in_time_is_treated_as_gone():
+    sock = _Stuck(room=10)
+    with pytest.raises(BrokenPipeError) as e:
+        serving._send(sock, b"x" * 100)
+    assert e.value.errno == errno.EPIPE  # gunicorn closes the connection quietly, as for a client gone
+    assert b"".join(sock.sends) == b"x" * 10
+
+
+def test_each_wait_on_a_client_is_bounded_by_the_client_timeout(monkeypatch):
+    monkeypatch.setattr(serving, "_client_timeout", 2.5)
+    sock = Sock()
+    serving.Response(_request(), sock, Config())
+    assert sock.gettimeout() == 2.5
+    sock.settimeout(7)  # one set already (by an operator's own worker class, say) is left as it is
+    serving.Response(_request(), sock, Config())
+    assert sock.gettimeout() == 7
+    monkeypatch.setattr(serving, "_client_timeout", None)  # GATEWAY_CLIENT_TIMEOUT=0
+    fresh = Sock()
+    serving.Response(_request(), fresh, Config())
+    assert fresh.gettimeout() is None
 
 
 class _Raw:

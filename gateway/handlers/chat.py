@@ -20,6 +20,13 @@ DONE = b"data: [DONE]\n\n"
 
 
 def _body_bytes():
+    try:
+        return _read_body()
+    except TimeoutError:  # the client socket's timeout (GATEWAY_CLIENT_TIMEOUT, gateway/serving.py)
+        raise ApiError(408, "The request body did not arrive in time.", code="request_timeout") from None
+
+
+def _read_body():
     """The request body, at most MAX_CONTENT_LENGTH bytes (413 past it). From a server that ends the input
     stream itself (gunicorn sets wsgi.input_terminated, and de-chunks a chunked body) it is read straight from
     the stream: a chunked body has no Content-Length to check first, so one byte past the limit is asked for

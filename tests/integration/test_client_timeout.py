@@ -1,0 +1,95 @@
+"""A client that stops reading its answer, or stops sending its body, is let go after GATEWAY_CLIENT_TIMEOUT,
+through a real gunicorn: its stream ends, the upstream call behind it ends, and its row is written."""
+import json
+import socket
+import time
+import types
+
+import pytest
+
+from gateway.simulator import spawn_process
+from tests.integration.faults import log_row
+
+
+@pytest.fixture(scope="module")
+def endless_simulator():
+    """A simulator whose answers are ~300,000 words, sent as fast as they can be taken."""
+    proc, base = spawn_process(["--tokens", "300000"])
+    yield base
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _connect(gw, receive_buffer=None):
+    host, port = gw.base_url.split("//", 1)[1].split(":")
+    sock = socket.socket()
+    if receive_buffer:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.connect((host, int(port)))
+    return sock
+
+
+def _request(gw, body, content_length=None):
+    raw = json.dumps(body).encode()
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {gw.key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {content_length or len(raw)}\r\n\r\n").encode()
+    return head + raw
+
+
+def _head(sock):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = sock.recv(4096)
+        assert piece, f"closed before the head: {data!r}"
+        data += piece
+    head = data.split(b"\r\n\r\n", 1)[0].decode()
+    headers = dict(line.split(": ", 1) for line in head.split("\r\n")[1:])
+    return int(head.split(" ", 2)[1]), headers, data.split(b"\r\n\r\n", 1)[1]
+
+
+def test_a_client_that_stops_reading_its_stream_is_let_go(start_gateway, endless_simulator):
+    gw = start_gateway(endless_simulator, GATEWAY_CLIENT_TIMEOUT="1", GATEWAY_READ_TIMEOUT="30")
+    sock = _connect(gw, receive_buffer=4096)
+    sock.settimeout(30)
+    sock.sendall(_request(gw, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Go on"}],
+                               "stream": True}))
+    status, headers, _ = _head(sock)
+    assert status == 200
+    time.sleep(4)  # reads nothing: the gateway's buffer to it fills, and its sends wait
+    started, received, closed = time.monotonic(), b"", False
+    while not closed and time.monotonic() - started < 10:  # what was on its way arrives, then the end
+        piece = sock.recv(1 << 16)
+        closed = not piece
+        received += piece
+    assert closed, f"still streaming after 10 s ({len(received):,} bytes)"
+    assert b"[DONE]" not in received  # the answer was far from its end: it was cut, not finished
+    row = log_row(types.SimpleNamespace(gw=gw, headers=headers), wait=10)
+    assert row.status_code == 499 and row.stream
+    assert row.latency_ms < 15000
+
+
+def test_a_client_that_stops_sending_its_body_gets_a_408(start_gateway, simulator):
+    gw = start_gateway(simulator, GATEWAY_CLIENT_TIMEOUT="1")
+    sock = _connect(gw)
+    sock.settimeout(10)
+    whole = _request(gw, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]})
+    started = time.monotonic()
+    sock.sendall(whole[:-10])  # the body, less its last 10 bytes
+    status, headers, rest = _head(sock)
+    assert status == 408 and time.monotonic() - started < 10
+    assert b'"code":"request_timeout"' in rest.replace(b" ", b"")
+
+
+def test_a_slow_but_steady_reader_gets_its_whole_answer(start_gateway, simulator):
+    gw = start_gateway(simulator, GATEWAY_CLIENT_TIMEOUT="1")
+    sock = _connect(gw, receive_buffer=4096)
+    sock.settimeout(30)
+    sock.sendall(_request(gw, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}],
+                               "stream": True}))
+    received = b""
+    while b"[DONE]" not in received:
+        piece = sock.recv(512)  # a little at a time, with pauses shorter than the timeout
+        assert piece, received
+        received += piece
+        time.sleep(0.05)
+    assert received.startswith(b"HTTP/1.1 200")
