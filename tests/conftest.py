@@ -55,6 +55,18 @@ def fresh_database(prefix):
         admin.close()
 
 
+@contextlib.contextmanager
+def simulator_running(*args):
+    """A provider simulator (`gateway simulate`) with these options, in a process of its own: its base URL."""
+    from gateway.simulator import spawn_process
+    proc, base = spawn_process(list(args))
+    try:
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 @pytest.fixture(autouse=True)
 def _no_metrics_dir_left_in_the_environment(monkeypatch):
     """Tests that run gunicorn.conf.py in this process make it name a metrics directory of its own in this

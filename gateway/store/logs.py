@@ -9,7 +9,6 @@ import math
 import time
 from decimal import Decimal
 
-import orjson
 from sqlalchemy import Boolean, DateTime, Integer, Numeric, String
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError

@@ -9,29 +9,24 @@ import pytest
 import requests
 
 from gateway.extensions import make_engine
-from gateway.simulator import spawn_process
 from gateway.store.keys import create_key
 from gateway.store.migrate import upgrade
-from tests.conftest import free_port
+from tests.conftest import free_port, simulator_running
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
 def simulator():
-    proc, base = spawn_process(["--tokens", "12"])
-    yield base
-    proc.terminate()
-    proc.wait(timeout=10)
+    with simulator_running("--tokens", "12") as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
 def paced_simulator():
     """A simulator whose streams take a while, so chunk-by-chunk delivery is visible."""
-    proc, base = spawn_process(["--tokens", "20", "--tokens-per-second", "40"])
-    yield base
-    proc.terminate()
-    proc.wait(timeout=10)
+    with simulator_running("--tokens", "20", "--tokens-per-second", "40") as base:
+        yield base
 
 
 @pytest.fixture(autouse=True)

@@ -7,17 +7,15 @@ import types
 
 import pytest
 
-from gateway.simulator import spawn_process
+from tests.conftest import simulator_running
 from tests.integration.faults import log_row
 
 
 @pytest.fixture(scope="module")
 def endless_simulator():
     """A simulator whose answers are ~300,000 words, sent as fast as they can be taken."""
-    proc, base = spawn_process(["--tokens", "300000"])
-    yield base
-    proc.terminate()
-    proc.wait(timeout=10)
+    with simulator_running("--tokens", "300000") as base:
+        yield base
 
 
 def _connect(gw, receive_buffer=None):

@@ -11,18 +11,16 @@ import requests
 from sqlalchemy import select
 
 from gateway.extensions import make_engine
-from gateway.simulator import spawn_process
 from gateway.store.models import gateway_logs
+from tests.conftest import simulator_running
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Tell me a story"}]}
 
 
 @pytest.fixture(scope="module")
 def slow_simulator():
-    proc, base = spawn_process(["--tokens", "20", "--tokens-per-second", "10"])   # a 2-second stream
-    yield base
-    proc.terminate()
-    proc.wait(timeout=10)
+    with simulator_running("--tokens", "20", "--tokens-per-second", "10") as base:  # a 2-second stream
+        yield base
 
 
 def test_sigterm_during_a_slow_stream_lets_it_finish_and_writes_its_row(start_gateway, slow_simulator):

@@ -5,6 +5,7 @@ import pytest
 import responses as responses_lib
 
 from gateway.providers import transport
+from tests.conftest import simulator_running
 
 URL = "https://api.openai.com/v1/chat/completions"
 
@@ -56,11 +57,8 @@ def test_explicit_arguments_and_many_origins_are_not_cached():
 
 @pytest.fixture(scope="module")
 def simulator_base():
-    from gateway.simulator import spawn_process
-    proc, base = spawn_process(["--tokens", "12"])
-    yield base
-    proc.terminate()
-    proc.wait(timeout=10)
+    with simulator_running("--tokens", "12") as base:
+        yield base
 
 
 @pytest.fixture
