@@ -81,11 +81,17 @@ class Response(wsgi.Response):
         _send(self.sock, data if head is None else head + data)
 
     def close(self):
-        self._send_head()
-        if self.chunked and self.headers_sent:
-            _send(self.sock, b"0\r\n\r\n")  # the last chunk, as gunicorn's close() writes it
-            return
-        super().close()
+        try:
+            self._send_head()
+            if self.chunked and self.headers_sent:
+                _send(self.sock, b"0\r\n\r\n")  # the last chunk, as gunicorn's close() writes it
+                return
+            super().close()
+        finally:
+            # Between requests the wait is gunicorn's keep-alive (its own timer, GATEWAY_KEEPALIVE): the client
+            # timeout must not cut an idle connection shorter, nor end it with a logged traceback.
+            if _client_timeout is not None:
+                self.sock.settimeout(None)
 
     def _send_head(self):
         head, self._head = self._head, None
