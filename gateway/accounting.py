@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import orjson
 from flask import g, request
+from werkzeug.exceptions import ClientDisconnected
 
 from gateway import metrics
 from gateway.jsonbytes import dumps
@@ -53,6 +54,8 @@ def _unread_model(request_):
     try:
         return _model_asked(orjson.loads(request_.get_data(cache=False)))
     except ValueError:  # orjson.JSONDecodeError
+        return None
+    except (OSError, ClientDisconnected):  # the body did not come (GATEWAY_CLIENT_TIMEOUT), or the client left
         return None
 
 
