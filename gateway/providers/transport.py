@@ -149,15 +149,31 @@ def read_within(resp, limit):
     return resp._content
 
 
+# A line terminator (LF, CR or CRLF) right after another: an empty line, which ends an SSE event. Two bytes
+# each, so a blank line split across two chunks is seen in the last byte of one and the first of the next.
+_BLANK_LINES = (b"\n\n", b"\n\r", b"\r\r")
+
+
+def _blank_line_in(data):
+    """Where the last blank line in `data` starts, or -1."""
+    return max(data.rfind(blank) for blank in _BLANK_LINES)
+
+
 def _events_within(chunks, limit):
     """`chunks`, with AnswerTooLarge once more than `limit` bytes came without the blank line that ends an SSE
-    event (a boundary split across two chunks is seen one event late: the limit is loose by one event)."""
-    pending = 0
+    event. Servers that write line by line send each event's blank line in a chunk of its own."""
+    pending, last = 0, b""
     for chunk in chunks:
-        end = max(chunk.rfind(b"\n\n"), chunk.rfind(b"\r\n\r\n"), chunk.rfind(b"\r\r"))
-        pending = len(chunk) - end if end >= 0 else pending + len(chunk)
+        end = _blank_line_in(chunk)
+        if end >= 0:
+            pending = len(chunk) - end
+        elif last and chunk and _blank_line_in(last + chunk[:1]) >= 0:
+            pending = len(chunk)
+        else:
+            pending += len(chunk)
         if pending > limit:
             raise AnswerTooLarge(limit)
+        last = chunk[-1:] or last
         yield chunk
 
 

@@ -91,3 +91,59 @@ def test_a_slow_but_steady_reader_gets_its_whole_answer(start_gateway, simulator
         received += piece
         time.sleep(0.05)
     assert received.startswith(b"HTTP/1.1 200")
+
+
+def _get(path="/healthz"):
+    return f"GET {path} HTTP/1.1\r\nHost: gw\r\n\r\n".encode()
+
+
+def _read_response(sock):
+    status, headers, rest = _head(sock)
+    length = int(headers.get("Content-Length", "0"))
+    while len(rest) < length:
+        piece = sock.recv(4096)
+        assert piece, "closed before the end of the body"
+        rest += piece
+    return status
+
+
+def test_an_idle_keepalive_connection_lives_for_GATEWAY_KEEPALIVE_not_the_client_timeout(start_gateway, simulator):
+    # Behind a load balancer that keeps idle connections 60 s, an operator sets GATEWAY_KEEPALIVE=75 so that the
+    # gateway never closes first: the client timeout (60 s by default) must not cut them short.
+    gw = start_gateway(simulator, GATEWAY_KEEPALIVE="4", GATEWAY_CLIENT_TIMEOUT="1")
+    sock = _connect(gw)
+    sock.settimeout(10)
+    sock.sendall(_get())
+    assert _read_response(sock) == 200
+    time.sleep(2)  # idle, longer than the client timeout, within the keep-alive
+    sock.sendall(_get())
+    assert _read_response(sock) == 200
+    time.sleep(0.5)
+    assert "Traceback" not in gw.log()
+
+
+def test_a_rate_limited_request_whose_body_stalls_is_a_429_with_its_row(start_gateway, simulator):
+    gw = start_gateway(simulator, GATEWAY_CLIENT_TIMEOUT="1", rate_limit=1)
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}
+    first = _connect(gw)
+    first.settimeout(10)
+    first.sendall(_request(gw, body))
+    assert _head(first)[0] == 200
+    sock = _connect(gw)
+    sock.settimeout(10)
+    sock.sendall(_request(gw, body)[:-10])  # refused (429) before its body is read; the body never ends
+    status, headers, _ = _head(sock)
+    assert status == 429
+    row = log_row(types.SimpleNamespace(gw=gw, headers=headers), wait=10)
+    assert row.status_code == 429
+    assert "Traceback" not in gw.log()
+
+
+def test_a_408_leaves_no_traceback(start_gateway, simulator):
+    gw = start_gateway(simulator, GATEWAY_CLIENT_TIMEOUT="1", GATEWAY_KEEPALIVE="5")
+    sock = _connect(gw)
+    sock.settimeout(10)
+    sock.sendall(_request(gw, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]})[:-10])
+    status, _, _ = _head(sock)
+    time.sleep(2.5)
+    assert status == 408 and "Traceback" not in gw.log()

@@ -311,3 +311,77 @@ def test_the_limit_is_a_setting():
     assert config.load({"GATEWAY_MAX_RESPONSE_BYTES": "100000"}).max_response_bytes == 100000
     with pytest.raises(config.ConfigError, match="GATEWAY_MAX_RESPONSE_BYTES"):
         config.load({"GATEWAY_MAX_RESPONSE_BYTES": "10"})
+
+
+# The per-event bound finds an event's end wherever the chunks split it (servers that write line by line send
+# each event's blank line in a chunk of its own).
+
+@pytest.mark.parametrize("chunks", [
+    [b"data: a\n", b"\n"],          # the blank line in a chunk of its own
+    [b"data: a\r\n", b"\r\n"],      # CRLF
+    [b"data: a\r", b"\r"],          # CR
+    [b"data: a\n", b"\r\n"],        # mixed
+    [b"data: a\r\n\r", b"\n"],      # split inside the second CRLF
+], ids=["lf", "crlf", "cr", "lf-crlf", "crlf-split"])
+def test_many_small_events_split_anywhere_are_not_too_large(chunks):
+    stream = chunks * 100
+    assert b"".join(transport._events_within(iter(stream), 50)) == b"".join(stream)
+
+
+@pytest.mark.parametrize("chunks", [
+    [b"data: " + b"x" * 40, b"y" * 40],          # one event in two chunks, no blank line
+    [b"data: " + b"x" * 40 + b"\r", b"\n" + b"y" * 40],   # CR then LF across chunks is one line end, not two
+], ids=["no-end", "crlf-across-chunks"])
+def test_one_event_past_the_limit_is_too_large_across_chunks(chunks):
+    with pytest.raises(transport.AnswerTooLarge):
+        list(transport._events_within(iter(chunks), 50))
+
+
+def _serve_chunked(pieces):
+    """A one-shot HTTP server answering 200 text/event-stream, one HTTP chunk per piece; its base URL."""
+    import socket
+    import threading
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def run():
+        conn, _ = listener.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, rest = data.split(b"\r\n\r\n", 1)
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            while len(rest) < length:
+                rest += conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for piece in pieces:
+                conn.sendall(b"%X\r\n%s\r\n" % (len(piece), piece))
+            conn.sendall(b"0\r\n\r\n")
+        listener.close()
+
+    threading.Thread(target=run, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def test_a_server_writing_line_by_line_streams_past_the_limit_in_small_events():
+    from gateway import config
+    from gateway.providers.openai import OpenAIProvider
+    from gateway.providers.registry import Registry
+    from tests.providers.wire import openai_stream
+    words = ["word "] * 2000
+    body = openai_stream(words)
+    pieces = []
+    for event in body.split(b"\n\n")[:-1]:
+        pieces += [event + b"\n", b"\n"]
+    assert len(body) > 4 * LIMIT and max(map(len, pieces)) < 1000
+    base = _serve_chunked(pieces)
+    registry = Registry(config.load({"OPENAI_API_KEY": "sk-test-SECRET", "OPENAI_BASE_URL": base + "/v1"}))
+    request = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    stream = transport.open_stream(transport.make_session(4, max_body=LIMIT),
+                                   OpenAIProvider(registry.providers["openai"]), request,
+                                   registry.resolve("gpt-4o-mini"), "chatcmpl-1", 1, (5, 10), 10)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in stream if c.get("choices"))
+    assert text == "".join(words)
