@@ -310,6 +310,35 @@ class Bench:
         self.gunicorn, self.gw_url, self.gw_port = proc, base, port
         return proc
 
+    def echo_yardstick(self, body):
+        """The bare Flask + gevent echo (bench/echo.py) at the top concurrency, measured as the gateway is: what
+        this machine gives the simplest such service right now."""
+        port = free_port()
+        env = {**self.base_env(), "PYTHONPATH": HERE}
+        log = os.path.join(self.out, "gunicorn-echo.log")
+        open(log, "w").close()
+        proc = self.procs.start([PY, "-m", "gunicorn", "-k", "gevent", "-w", "2", "-b", f"127.0.0.1:{port}",
+                                 "echo:app"], log, env)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if http("GET", base + "/healthz", timeout=1)[0] == 200 and len(self.workers(proc)) == 2:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError(f"the echo did not start; see {log}")
+        kept = self.gunicorn
+        self.gunicorn = proc
+        try:
+            return {str(max(self.args.concurrency)): self.measure("bare Flask + gevent echo", base +
+                                                                  "/v1/chat/completions", max(self.args.concurrency),
+                                                                  "unused", body)}
+        finally:
+            self.gunicorn = kept
+            self.procs.stop(proc)
+
     def workers(self, proc=None):
         proc = proc or self.gunicorn
         return sorted(tree(proc.pid) - {proc.pid})
@@ -423,6 +452,7 @@ class Bench:
         r["rss_idle_mb"] = self.rss()
 
         print(f"non-streaming {MODEL}: {a.runs} runs of {a.duration} s after {a.warmup} s of warm-up", flush=True)
+        r["echo"] = self.echo_yardstick(body)
         r["direct"] = self.series("direct to simulator", self.sim_url + "/v1/chat/completions", "sk-bench", varied,
                                   gateway=False)
         r["upstream"] = self.series("gateway, upstream call", self.gw_url + "/v1/chat/completions", up_key, varied)
@@ -615,7 +645,15 @@ def markdown(r, notes):
         val = f"{x['value']:.0f}" if x["unit"] in ("req/s", "") else f"{x['value']:.2f}"
         lines.append(f"| {x['what']} | {val} {x['unit']} | {x['op']} {x['target']} {x['unit']} | "
                      f"{'yes' if x['met'] else '**no**'} |")
+    top_c = str(max(int(c) for c in r["upstream"]))
+    echo = r["echo"][top_c]
     lines += ["", f"{sum(x['met'] for x in v)} of {len(v)} targets met.", "",
+              f"## Yardstick: a bare Flask + gevent JSON echo (bench/echo.py), c={top_c}", "",
+              f"The simplest Flask + gevent JSON service on this machine, in this run: {echo['rps']:.0f} req/s, "
+              f"{fmt(echo['gateway_cpu_ms'])} ms of CPU a request (the issue puts it at 2,000-3,000 req/s here). "
+              f"The gateway's CPU per request is {r['upstream'][top_c]['gateway_cpu_ms'] / echo['gateway_cpu_ms']:.1f}x "
+              f"the echo's for an upstream call and {r['cache'][top_c]['gateway_cpu_ms'] / echo['gateway_cpu_ms']:.1f}x "
+              "for a cache hit. A slow machine moves both; these ratios move only with the gateway.", "",
               "## Non-streaming, by concurrency", "",
               "CPU columns are milliseconds per request. *stack* = gateway + PostgreSQL + Redis; *other* = the "
               "machine's busy time not accounted to the gateway, PostgreSQL, Redis, the simulator or wrk; "
@@ -736,6 +774,11 @@ def main(argv=None):
         f.write(markdown(r, bench.notes))
     print()
     print(summary_table(r))
+    top = str(max(args.concurrency))
+    echo = r["echo"][top]["gateway_cpu_ms"]
+    print(f"\nyardstick, a bare Flask + gevent echo at c={top}: {r['echo'][top]['rps']:.0f} req/s, {echo:.2f} ms of CPU a "
+          f"request; the gateway's CPU per request is {r['upstream'][top]['gateway_cpu_ms'] / echo:.1f}x the echo's "
+          f"(upstream call) and {r['cache'][top]['gateway_cpu_ms'] / echo:.1f}x (cache hit)")
     m = r["machine"]
     print(f"\nmachine speed probe: {m['speed_probe_ms_before']} ms before, {m['speed_probe_ms_after']} ms after "
           "(a fixed pure-Python loop; lower is faster)")
