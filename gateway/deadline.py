@@ -8,6 +8,16 @@ a timeout means to them.
 import contextlib
 
 
+def gevent_patched(module):
+    """Whether gevent has patched `module` ("socket", "threading") in this process, as in gunicorn's gevent
+    workers: there waits yield to the other greenlets, and a timer can interrupt them."""
+    try:
+        from gevent import monkey
+    except ImportError:
+        return False
+    return monkey.is_module_patched(module)
+
+
 @contextlib.contextmanager
 def bounded(seconds, expired):
     """Run the block; if it takes more than `seconds`, raise `expired()` in its place."""

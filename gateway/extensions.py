@@ -9,7 +9,7 @@ import os
 
 from sqlalchemy import create_engine, event
 
-from gateway.deadline import bounded
+from gateway.deadline import bounded, gevent_patched
 
 log = logging.getLogger("gateway")
 
@@ -33,11 +33,7 @@ class DatabaseTimeout(Exception):
 
 def _cooperative_psycopg():
     """Under gevent psycopg2 blocks the whole worker while it waits on PostgreSQL: make it yield."""
-    try:
-        from gevent import monkey
-    except ImportError:
-        return False
-    if not monkey.is_module_patched("socket"):
+    if not gevent_patched("socket"):
         return False
     from psycogreen.gevent import patch_psycopg
     patch_psycopg()

@@ -23,6 +23,8 @@ import gc
 import os
 import sys
 
+from gateway.deadline import gevent_patched
+
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 GROWTH_BYTES = 16 << 20  # trim again only after RSS, or the heap's free memory, grew this much
 RELEASED_CONNECTIONS = 64  # or after this many idle upstream connections were closed (~2 MB of pages)
@@ -41,8 +43,7 @@ def _off_the_loop(fn):
     """`fn` run in gevent's thread pool when gevent has patched this process, so the loop serves requests
     meanwhile; called directly otherwise."""
     def call(*args):
-        from gevent import monkey
-        if monkey.is_module_patched("threading"):
+        if gevent_patched("threading"):
             import gevent
             return gevent.get_hub().threadpool.apply(fn, args)
         return fn(*args)

@@ -18,7 +18,7 @@ import urllib3
 from requests.structures import CaseInsensitiveDict
 from requests.utils import check_header_validity
 
-from gateway.deadline import bounded
+from gateway.deadline import bounded, gevent_patched
 from gateway.jsonbytes import loads
 from gateway.providers.pools import Adapter
 from gateway.translate.common import UpstreamError, error_object
@@ -273,15 +273,6 @@ def _where(location):
     return f"{to.scheme}://{to.hostname}{f':{port}' if port else ''}{to.path}"
 
 
-def _cooperative():
-    """Whether this worker runs on gevent (gunicorn's workers): there a wait can be bounded as a whole."""
-    try:
-        from gevent import monkey
-    except ImportError:
-        return False
-    return monkey.is_module_patched("socket")
-
-
 @contextlib.contextmanager
 def within(seconds, fault):
     """Raise `fault()` (an UpstreamError) if the upstream I/O inside the block takes more than `seconds`.
@@ -292,7 +283,7 @@ def within(seconds, fault):
     where a wait can be interrupted; the block must do nothing but talk to the upstream (never write to the
     client, whose slowness is not the upstream's). An interrupted read leaves urllib3 closing the
     connection, never pooling it."""
-    if seconds is None or not _cooperative():
+    if seconds is None or not gevent_patched("socket"):
         yield
         return
     with bounded(max(seconds, 0.001), fault):

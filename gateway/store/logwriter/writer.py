@@ -7,6 +7,7 @@ import os
 import threading
 import time
 
+from gateway.deadline import gevent_patched
 from gateway.store.logs import normalize
 from gateway.store.spool import waiting_bytes
 
@@ -22,14 +23,6 @@ _YIELD_EVERY = 64  # rows normalized between yields (~0.5 ms of CPU): a batch mu
 # (~20 ms at 64 requests in flight): at 200 rows a batch it fell behind a cache-hit peak (4,400 req/s here)
 # and its queue filled, sending every further row to the spool file, one fsync each.
 _CATCH_UP = 5
-
-
-def _gevent_threads():
-    try:
-        from gevent import monkey
-    except ImportError:
-        return False
-    return monkey.is_module_patched("threading")
 
 
 class LogWriter(_DatabaseWrites, _SpoolReplay, _DiskFallback):
@@ -125,7 +118,7 @@ class LogWriter(_DatabaseWrites, _SpoolReplay, _DiskFallback):
                 self._start_locked()
 
     def _start_locked(self):
-        self._greenlets = _gevent_threads()
+        self._greenlets = gevent_patched("threading")
         self._files()
         self._thread = threading.Thread(target=self._run, name="gateway-log-writer", daemon=True)
         self._thread.start()
