@@ -295,20 +295,24 @@ class Bench:
         open(log, "w").close()
         proc = self.procs.start([PY, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], log, env)
         base = f"http://127.0.0.1:{port}"
+        self.wait_healthy(proc, base, log)
+        self.gunicorn, self.gw_url, self.gw_port = proc, base, port
+        return proc
+
+    def wait_healthy(self, proc, base, log):
+        """Until gunicorn at `base` answers /healthz with both its workers up; RuntimeError if it exits or takes
+        more than 30 s."""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited {proc.returncode}; see {log}")
             try:
                 if http("GET", base + "/healthz", timeout=1)[0] == 200 and len(self.workers(proc)) == 2:
-                    break
+                    return
             except OSError:
                 pass
             time.sleep(0.1)
-        else:
-            raise RuntimeError(f"gunicorn did not become healthy; see {log}")
-        self.gunicorn, self.gw_url, self.gw_port = proc, base, port
-        return proc
+        raise RuntimeError(f"gunicorn did not become healthy; see {log}")
 
     def echo_yardstick(self, body):
         """The bare Flask + gevent echo (bench/echo.py) at the top concurrency, measured as the gateway is: what
@@ -320,15 +324,7 @@ class Bench:
         proc = self.procs.start([PY, "-m", "gunicorn", "-k", "gevent", "-w", "2", "-b", f"127.0.0.1:{port}",
                                  "echo:app"], log, env)
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if http("GET", base + "/healthz", timeout=1)[0] == 200 and len(self.workers(proc)) == 2:
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError(f"the echo did not start; see {log}")
+        self.wait_healthy(proc, base, log)
         kept = self.gunicorn
         self.gunicorn = proc
         try:
@@ -645,15 +641,11 @@ def markdown(r, notes):
         val = f"{x['value']:.0f}" if x["unit"] in ("req/s", "") else f"{x['value']:.2f}"
         lines.append(f"| {x['what']} | {val} {x['unit']} | {x['op']} {x['target']} {x['unit']} | "
                      f"{'yes' if x['met'] else '**no**'} |")
-    top_c = str(max(int(c) for c in r["upstream"]))
-    echo = r["echo"][top_c]
     lines += ["", f"{sum(x['met'] for x in v)} of {len(v)} targets met.", "",
-              f"## Yardstick: a bare Flask + gevent JSON echo (bench/echo.py), c={top_c}", "",
-              f"The simplest Flask + gevent JSON service on this machine, in this run: {echo['rps']:.0f} req/s, "
-              f"{fmt(echo['gateway_cpu_ms'])} ms of CPU a request (the issue puts it at 2,000-3,000 req/s here). "
-              f"The gateway's CPU per request is {r['upstream'][top_c]['gateway_cpu_ms'] / echo['gateway_cpu_ms']:.1f}x "
-              f"the echo's for an upstream call and {r['cache'][top_c]['gateway_cpu_ms'] / echo['gateway_cpu_ms']:.1f}x "
-              "for a cache hit. A slow machine moves both; these ratios move only with the gateway.", "",
+              "## Yardstick: a bare Flask + gevent JSON echo (bench/echo.py)", "",
+              f"The simplest Flask + gevent JSON service on this machine, in this run: {yardstick(r)} (the issue "
+              "puts the echo at 2,000-3,000 req/s here). A slow machine moves both; these ratios move only with the "
+              "gateway.", "",
               "## Non-streaming, by concurrency", "",
               "CPU columns are milliseconds per request. *stack* = gateway + PostgreSQL + Redis; *other* = the "
               "machine's busy time not accounted to the gateway, PostgreSQL, Redis, the simulator or wrk; "
@@ -715,6 +707,16 @@ def markdown(r, notes):
     return "\n".join(lines) + "\n"
 
 
+def yardstick(r):
+    """The echo's figures at the top concurrency, and the gateway's CPU per request against the echo's, in words."""
+    top = str(max(int(c) for c in r["echo"]))
+    echo = r["echo"][top]
+    cpu = echo["gateway_cpu_ms"]
+    return (f"at c={top} {echo['rps']:.0f} req/s, {cpu:.2f} ms of CPU a request; the gateway's CPU per request is "
+            f"{r['upstream'][top]['gateway_cpu_ms'] / cpu:.1f}x the echo's for an upstream call and "
+            f"{r['cache'][top]['gateway_cpu_ms'] / cpu:.1f}x for a cache hit")
+
+
 def summary_table(r):
     rows = [f"{'figure':<52} {'value':>10} {'target':>12}  met"]
     for x in verdicts(r):
@@ -774,11 +776,7 @@ def main(argv=None):
         f.write(markdown(r, bench.notes))
     print()
     print(summary_table(r))
-    top = str(max(args.concurrency))
-    echo = r["echo"][top]["gateway_cpu_ms"]
-    print(f"\nyardstick, a bare Flask + gevent echo at c={top}: {r['echo'][top]['rps']:.0f} req/s, {echo:.2f} ms of CPU a "
-          f"request; the gateway's CPU per request is {r['upstream'][top]['gateway_cpu_ms'] / echo:.1f}x the echo's "
-          f"(upstream call) and {r['cache'][top]['gateway_cpu_ms'] / echo:.1f}x (cache hit)")
+    print(f"\nyardstick, a bare Flask + gevent echo: {yardstick(r)}")
     m = r["machine"]
     print(f"\nmachine speed probe: {m['speed_probe_ms_before']} ms before, {m['speed_probe_ms_after']} ms after "
           "(a fixed pure-Python loop; lower is faster)")
