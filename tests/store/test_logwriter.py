@@ -129,30 +129,24 @@ class Gate:
 
 # --- batching ---------------------------------------------------------------------------------
 
-def test_rows_are_inserted_in_batches(engine, spool_dir, make_writer):
-    inserts = InsertCounter(engine)
-    writer = make_writer(engine, spool_dir, batch_size=200, flush_interval=0.5)
-    ids = [new_id() for _ in range(450)]
-    for request_id in ids:
-        writer.enqueue(log_row(request_id))
-    assert writer.flush(10)
-    assert all_stored_once(engine, ids)
-    assert inserts.count <= 3 * math.ceil(200 / _MAX_ROWS_PER_STATEMENT)  # 3 batches, not 450 rows one by one
-    assert (writer.queued, writer.written, writer.spooled, writer.dropped) == (450, 450, 0, 0)
-    assert writer.queue_depth() == 0
-
-
-def test_a_backlog_is_taken_in_larger_batches(engine, spool_dir, make_writer):
+@pytest.mark.parametrize("rows, most_statements", [
+    (450, 3 * math.ceil(200 / _MAX_ROWS_PER_STATEMENT)),  # 3 batches, not 450 rows one by one
     # Under gevent each batch waits its turns behind a busy worker's requests: 200 rows a batch fell behind a
     # cache-hit peak. Behind by more than two batches, the writer takes up to five at once.
+    (2000, 4),  # 200 rows a batch would be 10 statements
+], ids=["batches", "backlog"])
+def test_rows_are_inserted_in_batches_and_a_backlog_in_larger_ones(engine, spool_dir, make_writer, rows,
+                                                                   most_statements):
     inserts = InsertCounter(engine)
     writer = make_writer(engine, spool_dir, batch_size=200, flush_interval=0.5)
-    ids = [new_id() for _ in range(2000)]
+    ids = [new_id() for _ in range(rows)]
     for request_id in ids:
         writer.enqueue(log_row(request_id))
     assert writer.flush(20)
     assert all_stored_once(engine, ids)
-    assert inserts.count <= 4  # 200 rows a batch would be 10 statements
+    assert inserts.count <= most_statements
+    assert (writer.queued, writer.written, writer.spooled, writer.dropped) == (rows, rows, 0, 0)
+    assert writer.queue_depth() == 0
 
 
 def test_a_lone_row_is_written_after_flush_interval(engine, spool_dir, make_writer):
