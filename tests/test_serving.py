@@ -3,6 +3,8 @@ import errno
 import importlib.util
 import os
 
+import gevent.server
+import gevent.socket
 import pytest
 from gunicorn import util
 from gunicorn.config import Config
@@ -113,6 +115,8 @@ def test_a_write_that_gunicorn_refuses_still_sent_the_head_first():
 
 def test_the_config_installs_it_in_each_worker(monkeypatch):
     from gunicorn.http import message
+    from gunicorn.workers import ggevent
+    monkeypatch.setattr(ggevent, "StreamServer", ggevent.StreamServer)
     monkeypatch.setattr(wsgi, "Response", STOCK)
     monkeypatch.setattr(message, "_ip_in_allow_list", message._ip_in_allow_list)
     monkeypatch.setattr(util, "write_error", util.write_error)
@@ -125,7 +129,9 @@ def test_the_config_installs_it_in_each_worker(monkeypatch):
     assert type(resp) is serving.Response
     assert hasattr(util.http_date, "unmemoized") and hasattr(message._ip_in_allow_list, "unmemoized")
     assert util.write_error is serving.write_error
+    assert ggevent.StreamServer.unpatched is gevent.server.StreamServer
     conf.post_worker_init(object())  # twice (a reload): nothing is wrapped twice
+    assert ggevent.StreamServer.unpatched is gevent.server.StreamServer
     assert not hasattr(util.http_date.unmemoized, "unmemoized")
     assert not hasattr(message._ip_in_allow_list.unmemoized, "unmemoized")
 
@@ -258,3 +264,36 @@ def test_gunicorns_own_refusals_are_openai_errors(status, reason, mesg, type_, c
     error = json.loads(body)["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert (error["type"], error["code"]) == (type_, code) and text in error["message"]
+
+
+@pytest.mark.parametrize("gunicorn_sets, takes", [(None, 100), (1, serving.ACCEPT_PER_WAKE), (50, 50)])
+def test_a_worker_takes_at_least_a_burst_of_connections_a_wake(gunicorn_sets, takes):
+    server = serving._accepting(gevent.server.StreamServer)(("127.0.0.1", 0), handle=lambda sock, addr: None)
+    if gunicorn_sets is not None:
+        server.max_accept = gunicorn_sets  # gunicorn sets 1 when it runs several workers
+    assert server.max_accept == takes
+
+
+def test_connections_opened_at_once_are_taken_in_one_wake_not_one_a_wake():
+    """A saturated worker comes back to its listening socket once per round of its clients: each wake takes
+    several of a burst, not one."""
+    import socket
+    accepted = []
+    server = serving._accepting(gevent.server.StreamServer)(("127.0.0.1", 0),
+                                                             handle=lambda sock, addr: accepted.append(sock))
+    server.max_accept = 1  # as gunicorn sets it for several workers
+    server.init_socket()
+    clients = [socket.create_connection(server.address) for _ in range(3 * serving.ACCEPT_PER_WAKE)]  # queued
+    wakes = []
+    read = server._do_read
+    server._do_read = lambda: (wakes.append(len(accepted)), read())
+    try:
+        server.start()
+        with gevent.Timeout(5):
+            while len(accepted) < len(clients):
+                gevent.sleep(0.01)
+    finally:
+        server.stop()
+        for c in clients + accepted:
+            c.close()
+    assert len(wakes) == 3  # taking one a wake, as gunicorn sets it: twelve
