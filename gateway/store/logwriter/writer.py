@@ -51,11 +51,12 @@ class LogWriter(_DatabaseWrites, _SpoolReplay, _DiskFallback):
         self._count_lock = threading.Lock()
         self._items = collections.deque()  # rows, and flush markers (threading.Event)
         self._depth = 0
-        # Re-entrant (enqueue's threaded path wakes the writer while it holds it), and for gevent: a Condition asks
+        # Re-entrant: enqueue's threaded path wakes the writer while it holds it. And for gevent: a Condition asks
         # its lock whether the caller holds it (on every notify and wait) by trying to take it without blocking,
-        # unless the lock can say so itself, as RLock can. gevent's plain lock, tried while held, yields to the event loop: the holder slept with the
-        # lock held, every request that came to wake the writer meanwhile queued behind it, and each of them
-        # slept again in its turn (a lock convoy: at c=32 on one worker, enqueue p99 181 ms, slowest 588 ms).
+        # unless the lock can say so itself, as RLock can; gevent's plain lock, tried while held, yields to the
+        # event loop. The holder slept with the lock held, every request that came to wake the writer meanwhile
+        # queued behind it, and each slept again in its turn (a lock convoy: at c=32 on one worker, enqueue p99
+        # 181 ms, slowest 588 ms).
         self._cond = threading.Condition(threading.RLock())
         self._idle = False       # the writer waits for a first row (not for a batch to fill or its interval)
         self._waiting = False    # the writer waits for its batch to fill, or its interval to pass
