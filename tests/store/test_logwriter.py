@@ -519,8 +519,14 @@ ENQUEUE_NEVER_YIELDS = textwrap.dedent("""
     for n in range(35):
         enqueue(n)
         gevent.sleep(0.02)  # the writer runs: takes what is queued and waits for its batch to fill
+    wakes = []
+    notify = writer._cond.notify
+    writer._cond.notify = lambda n=1: (wakes.append(n), notify(n))
+    for n in range(35, 50):
+        enqueue(n)  # back to back: the writer, woken once its batch is full, does not run in between
+    burst_wakes = list(wakes)
     assert writer.flush(10)
-    print(json.dumps({"switches": switches, "written": writer.written}))
+    print(json.dumps({"switches": switches, "wakes": burst_wakes, "written": writer.written}))
 """)
 
 
@@ -530,4 +536,5 @@ def test_under_gevent_enqueue_never_yields(sqlite_url, tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out == {"switches": [], "written": 35}  # batches of 10 filled, each waking the writer, and a flush
+    # Batches of 10 filled, each waking the writer, and a flush; a burst wakes it once, not once a row after.
+    assert out == {"switches": [], "wakes": [1], "written": 50}
