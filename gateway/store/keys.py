@@ -108,6 +108,7 @@ class KeyCache:
         self._used = {}
         self._lock = threading.Lock()
         self._loading = {}          # digest -> when its reload started
+        self._loaded = {}           # digest -> an Event set when that reload has stored its answer
         self._failing = False
 
     def lookup(self, token):
@@ -127,7 +128,9 @@ class KeyCache:
     def _reload(self, digest, stale):
         """One query per key at a time: while it runs (the worker serves other requests meanwhile), requests
         with the same key go on with its last answer, for at most `ttl`, rather than each querying; at c=64
-        an expiry had every request in flight query at once.
+        an expiry had every request in flight query at once. A key this worker has no answer for yet (its
+        first requests after a start) is waited for, at most `_LOAD_TIMEOUT`: a new worker's first burst at
+        c=64 made 64 queries, and opened as many connections as the pool allows.
 
         With the database unreachable, a key confirmed valid in the last `max_stale` seconds stays valid,
         tried again once a second, so an outage does not fail every request; a key not seen, or seen too
@@ -141,9 +144,19 @@ class KeyCache:
         now = time.monotonic()
         with self._lock:
             started = self._loading.get(digest)
-            if stale is not None and started is not None and now - started < self.ttl:
+            loading = started is not None and now - started < self.ttl
+            if loading and stale is not None:
                 return stale
-            self._loading[digest] = now
+            loaded = self._loaded.get(digest) if loading else None
+            if loaded is None:
+                self._loading[digest] = now
+                self._loaded[digest] = threading.Event()
+        if loaded is not None:
+            loaded.wait(_LOAD_TIMEOUT)
+            entry = self._entries.get(digest)
+            if entry is not None:
+                return entry
+            return self._reload(digest, None)  # that look-up failed (an error, not an outage) or hung: ask again
         if self._failing and self._kept_through_outage(stale, now):
             # The database is failing: a look-up may take _LOAD_TIMEOUT to fail again, and this key would stay
             # valid anyway. So it runs aside and this request goes on with the key's last answer.
@@ -158,31 +171,40 @@ class KeyCache:
 
     def _load_into(self, digest, stale, now):
         try:
+            entry = self._look_up(digest, stale, now)
+            if len(self._entries) > 100_000:
+                self._entries.clear()
+            self._entries[digest] = entry
+            return entry
+        finally:
+            self._done_loading(digest, now)
+
+    def _look_up(self, digest, stale, now):
+        """The new cache entry for `digest` (see `_reload`)."""
+        try:
             with time_limit(self.engine, _LOAD_TIMEOUT):
                 info = self._load(digest)
         except _OUTAGE as e:
             self._say_failing(e)
-            valid = self._kept_through_outage(stale, now)
             retry = time.monotonic() + _RETRY_SECONDS  # from the failure: a look-up that timed out took a while
             if stale is not None and stale[0] is None:
-                entry = (None, retry, stale[2])                    # unknown before: still unknown
-            elif valid:
-                entry = (stale[0], retry, stale[2])
-            else:
-                entry = (_UNAVAILABLE, retry, now)
-        else:
-            if self._failing:
-                self._failing = False
-                log.warning("API key look-ups work again")
-            entry = (info, now + (self.ttl if info else min(self.ttl, _NEGATIVE_TTL)), now)
-        finally:
-            with self._lock:
-                if self._loading.get(digest) == now:
-                    del self._loading[digest]
-        if len(self._entries) > 100_000:
-            self._entries.clear()
-        self._entries[digest] = entry
-        return entry
+                return (None, retry, stale[2])                    # unknown before: still unknown
+            if self._kept_through_outage(stale, now):
+                return (stale[0], retry, stale[2])
+            return (_UNAVAILABLE, retry, now)
+        if self._failing:
+            self._failing = False
+            log.warning("API key look-ups work again")
+        return (info, now + (self.ttl if info else min(self.ttl, _NEGATIVE_TTL)), now)
+
+    def _done_loading(self, digest, started):
+        """The reload of `digest` begun at `started` is over: requests waiting for its answer go on."""
+        with self._lock:
+            if self._loading.get(digest) == started:
+                del self._loading[digest]
+                loaded = self._loaded.pop(digest, None)
+                if loaded is not None:
+                    loaded.set()
 
     def _say_failing(self, e):
         if not self._failing:

@@ -88,6 +88,70 @@ def test_while_an_expired_key_is_reloaded_the_others_use_its_last_answer(engine)
     assert len(queries) == 1 and seen[0].id == key_id
 
 
+def _first_lookups_at_once(cache, key, n=20):
+    """`n` requests with `key` arriving together at a cache that has no answer for it yet; each one's answer."""
+    start, answers = threading.Barrier(n), [None] * n
+
+    def request(i):
+        start.wait()
+        try:
+            answers[i] = cache.lookup(key)
+        except Exception as e:  # noqa: BLE001 - the answer under test
+            answers[i] = e
+    threads = [threading.Thread(target=request, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    return answers
+
+
+def test_a_new_workers_first_requests_with_a_key_make_one_query_and_all_wait_for_it(engine):
+    key, key_id = create_key(engine, "quinn")
+    cache = KeyCache(engine, ttl=5)
+    load, queries = cache._load, []
+
+    def slow_load(digest):                            # the query takes a while: the other requests arrive
+        queries.append(digest)
+        time.sleep(0.3)
+        return load(digest)
+    cache._load = slow_load
+    answers = _first_lookups_at_once(cache, key)
+    assert len(queries) == 1
+    assert [a.id for a in answers] == [key_id] * 20
+
+
+def test_when_the_first_look_up_fails_with_an_error_the_waiting_requests_ask_again(engine):
+    key, key_id = create_key(engine, "rosa")
+    cache = KeyCache(engine, ttl=5)
+    load, queries = cache._load, []
+
+    def first_fails(digest):
+        queries.append(digest)
+        time.sleep(0.2)
+        if len(queries) == 1:
+            raise AttributeError("a bug, not the database")
+        return load(digest)
+    cache._load = first_fails
+    answers = _first_lookups_at_once(cache, key, n=5)
+    assert sum(isinstance(a, AttributeError) for a in answers) == 1   # the request whose look-up it was
+    assert [a.id for a in answers if not isinstance(a, AttributeError)] == [key_id] * 4
+    assert 2 <= len(queries) <= 5
+
+
+def test_an_unknown_key_sent_at_once_by_many_requests_is_one_query(engine):
+    cache = KeyCache(engine, ttl=5)
+    load, queries = cache._load, []
+
+    def slow_load(digest):
+        queries.append(digest)
+        time.sleep(0.2)
+        return load(digest)
+    cache._load = slow_load
+    assert _first_lookups_at_once(cache, generate_key()) == [None] * 20
+    assert len(queries) == 1
+
+
 def _down(digest):
     raise OperationalError("SELECT ...", {}, Exception("connection refused"))
 
