@@ -58,8 +58,13 @@ def make_engine(url):
     cooperative = _cooperative_psycopg()
     engine = create_engine(
         url,
-        pool_size=10,          # idle connections kept
-        max_overflow=15,       # 25 at most
+        # A worker uses the database for its log writer's batches and, now and then, a key's look-up: 2 idle
+        # connections are kept, more are opened for a burst (a health check, new keys) and closed after it.
+        # Each kept connection holds libpq's buffers as large as the largest batch it sent, and its server
+        # process: 10 kept per worker cost ~5 MB of a worker's memory after the bench's load, and 8 workers
+        # would hold 80 of PostgreSQL's 100 connections (max_connections' default) idle.
+        pool_size=2,
+        max_overflow=10,       # 12 at most
         pool_recycle=300,
         pool_pre_ping=True,
         pool_timeout=5,
