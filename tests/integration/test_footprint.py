@@ -51,3 +51,42 @@ def test_a_worker_does_not_load_the_orm(tmp_path):
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/gw.db", "PYTHONPATH": ROOT}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["False", "True"], out.stderr[-2000:]
+
+
+def _database_connections(pids, port=5432):
+    """The TCP connections to `port` that these processes hold open."""
+    inodes = set()
+    for pid in pids:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                remote_port, state, inode = int(fields[2].rsplit(":", 1)[1], 16), fields[3], fields[9]
+                found += remote_port == port and state == "01" and inode in inodes  # 01: ESTABLISHED
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_after_a_burst_a_worker_keeps_two_database_connections(start_gateway, simulator, pg_url):
+    """A new worker's first burst with a key asks the database once (not once a request), and what a burst
+    opens (here 64 readiness checks at once) is closed after it, but for 2 connections a worker: each kept one
+    is a PostgreSQL server process, and holds libpq's buffers grown to the largest log batch it sent."""
+    from concurrent.futures import ThreadPoolExecutor
+    gw = start_gateway(simulator, database_url=pg_url, workers=2)
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    with ThreadPoolExecutor(64) as pool:
+        chats = list(pool.map(lambda _: requests.post(gw.base_url + "/v1/chat/completions", json=body,
+                                                      headers=gw.headers, timeout=30).status_code, range(64)))
+        ready = list(pool.map(lambda _: requests.get(gw.base_url + "/readyz", timeout=30).status_code, range(64)))
+    assert chats == [200] * 64 and ready == [200] * 64
+    workers = _workers(gw.proc.pid)
+    assert len(workers) == 2
+    assert 1 <= _database_connections(workers) <= 4
