@@ -119,9 +119,11 @@ def worker_exit(server, worker):
 
 
 def post_worker_init(worker):
-    """Each worker sends a response's head with its first body bytes (gateway/serving.py)."""
-    from gateway import serving
+    """Each worker sends a response's head with its first body bytes (gateway/serving.py), and leaves what it
+    loaded out of its garbage collections (gateway/memory.py)."""
+    from gateway import memory, serving
     serving.install(_serving.client_timeout)
+    memory.freeze_loaded()
 
 
 def when_ready(server):

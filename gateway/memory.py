@@ -65,6 +65,16 @@ def _malloc_free_bytes():
     return lambda: info().fordblks
 
 
+def freeze_loaded():
+    """Leave everything the worker has loaded so far (its modules, the app, its tables: ~90,000 objects) out of
+    every later garbage collection. A full collection walks every object it tracks, and these never become
+    garbage: under load it stalled the worker, and every request in flight on it, for 40-135 ms each time,
+    collecting nothing; after this, 1-4 ms (and the collector's CPU fell by about half). Called once the app is
+    loaded (gunicorn.conf.py's post_worker_init), after a collection, so no garbage of the start is kept."""
+    gc.collect()
+    gc.freeze()
+
+
 def rss_bytes():
     try:
         with open("/proc/self/statm") as f:

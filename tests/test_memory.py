@@ -1,4 +1,5 @@
 """A quiet worker gives freed heap memory back once it has grown; a busy one is left alone."""
+import os
 import sys
 
 import pytest
@@ -108,6 +109,25 @@ def test_the_real_trim_gives_freed_heap_pages_back():
     assert freed is not None and freed > 4 * MB
     assert memory.rss_bytes() < before
     del blocks
+
+
+def test_after_the_app_is_loaded_a_full_collection_no_longer_walks_what_it_loaded(tmp_path):
+    """In a process of its own, as a worker: frozen objects stay frozen for the process's life."""
+    import subprocess
+    code = ("import gc, sys, weakref, wsgi\n"
+            "from gateway import memory\n"
+            "class Node: pass\n"
+            "garbage = Node(); garbage.me = garbage; alive = weakref.ref(garbage); del garbage\n"  # a cycle of the start
+            "loaded = len(gc.get_objects())\n"
+            "memory.freeze_loaded()\n"
+            "print(loaded, len(gc.get_objects()), gc.get_freeze_count(), alive() is None)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/gw.db", "PYTHONPATH": root}
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    loaded, tracked, frozen, collected = out.stdout.split()
+    assert int(loaded) > 20000, out.stderr[-2000:]
+    assert int(frozen) > 0.9 * int(loaded) and int(tracked) < 0.05 * int(loaded)
+    assert collected == "True"                     # the start's garbage was collected, not frozen
 
 
 # --- the gateway counts what is in flight, so a worker holding streams is never "quiet" ---

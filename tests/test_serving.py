@@ -11,7 +11,7 @@ from gunicorn.config import Config
 from gunicorn.http import wsgi
 from gunicorn.http.parser import RequestParser
 
-from gateway import serving
+from gateway import memory, serving
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STOCK = wsgi.Response
@@ -123,7 +123,10 @@ def test_the_config_installs_it_in_each_worker(monkeypatch):
     spec = importlib.util.spec_from_file_location("gunicorn_conf_serving", os.path.join(ROOT, "gunicorn.conf.py"))
     conf = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(conf)
+    frozen = []
+    monkeypatch.setattr(memory, "freeze_loaded", lambda: frozen.append(True))  # not this test process's objects
     conf.post_worker_init(object())
+    assert frozen == [True]
     assert wsgi.Response is serving.Response
     resp, _ = wsgi.create(_request(), Sock(), ("127.0.0.1", 5000), ("127.0.0.1", 8080), Config())
     assert type(resp) is serving.Response
