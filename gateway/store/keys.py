@@ -128,9 +128,10 @@ class KeyCache:
     def _reload(self, digest, stale):
         """One query per key at a time: while it runs (the worker serves other requests meanwhile), requests
         with the same key go on with its last answer, for at most `ttl`, rather than each querying; at c=64
-        an expiry had every request in flight query at once. A key this worker has no answer for yet (its
-        first requests after a start) is waited for, at most `_LOAD_TIMEOUT`: a new worker's first burst at
-        c=64 made 64 queries, and opened as many connections as the pool allows.
+        an expiry had every request in flight query at once. Requests with a key this worker has no answer for
+        yet (its first requests after a start) wait for the look-up under way, at most until `_LOAD_TIMEOUT`
+        after it began (a new worker's first burst at c=64 made 64 queries, and opened as many connections as
+        the pool allows); if it brings no answer (an error, or it hangs), each asks once itself.
 
         With the database unreachable, a key confirmed valid in the last `max_stale` seconds stays valid,
         tried again once a second, so an outage does not fail every request; a key not seen, or seen too
@@ -143,20 +144,24 @@ class KeyCache:
         passes)."""
         now = time.monotonic()
         with self._lock:
+            if stale is None and digest in self._entries:
+                return self._entries[digest]  # stored since this request looked
             started = self._loading.get(digest)
             loading = started is not None and now - started < self.ttl
             if loading and stale is not None:
                 return stale
             loaded = self._loaded.get(digest) if loading else None
             if loaded is None:
-                self._loading[digest] = now
-                self._loaded[digest] = threading.Event()
+                self._start_loading(digest, now)
         if loaded is not None:
-            loaded.wait(_LOAD_TIMEOUT)
+            loaded.wait(max(0.0, started + _LOAD_TIMEOUT - now))
             entry = self._entries.get(digest)
             if entry is not None:
                 return entry
-            return self._reload(digest, None)  # that look-up failed (an error, not an outage) or hung: ask again
+            # That look-up failed with an error (not an outage) or still hangs: this request asks itself, once.
+            now = time.monotonic()
+            with self._lock:
+                self._start_loading(digest, now)
         if self._failing and self._kept_through_outage(stale, now):
             # The database is failing: a look-up may take _LOAD_TIMEOUT to fail again, and this key would stay
             # valid anyway. So it runs aside and this request goes on with the key's last answer.
@@ -196,6 +201,15 @@ class KeyCache:
             self._failing = False
             log.warning("API key look-ups work again")
         return (info, now + (self.ttl if info else min(self.ttl, _NEGATIVE_TTL)), now)
+
+    def _start_loading(self, digest, now):
+        """This request looks `digest` up (the caller holds the lock). Requests still waiting for an earlier
+        look-up of it, one that hangs, go on: they will not get its answer."""
+        earlier = self._loaded.get(digest)
+        if earlier is not None:
+            earlier.set()
+        self._loading[digest] = now
+        self._loaded[digest] = threading.Event()
 
     def _done_loading(self, digest, started):
         """The reload of `digest` begun at `started` is over: requests waiting for its answer go on."""

@@ -102,52 +102,91 @@ def _first_lookups_at_once(cache, key, n=20):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(10)
+        t.join(20)
     return answers
 
 
-def test_a_new_workers_first_requests_with_a_key_make_one_query_and_all_wait_for_it(engine):
-    key, key_id = create_key(engine, "quinn")
-    cache = KeyCache(engine, ttl=5)
-    load, queries = cache._load, []
+@pytest.fixture
+def long_load_timeout(monkeypatch):
+    """A look-up's bound far past the tests' own waits: a request that waited for it, and was not woken by the
+    look-up's answer, makes the test run 30 s and fail."""
+    monkeypatch.setattr(keys_module, "_LOAD_TIMEOUT", 30.0)
 
+
+def _slow(load, queries, seconds, fail_first=None):
     def slow_load(digest):                            # the query takes a while: the other requests arrive
         queries.append(digest)
-        time.sleep(0.3)
+        time.sleep(seconds)
+        if fail_first is not None and len(queries) == 1:
+            raise fail_first
         return load(digest)
-    cache._load = slow_load
+    return slow_load
+
+
+def test_a_new_workers_first_requests_with_a_key_make_one_query_and_all_wait_for_it(engine, long_load_timeout):
+    key, key_id = create_key(engine, "quinn")
+    cache = KeyCache(engine, ttl=5)
+    queries = []
+    cache._load = _slow(cache._load, queries, 0.3)
+    began = time.monotonic()
     answers = _first_lookups_at_once(cache, key)
+    assert time.monotonic() - began < 10              # woken by the answer, not by the bound
     assert len(queries) == 1
     assert [a.id for a in answers] == [key_id] * 20
 
 
-def test_when_the_first_look_up_fails_with_an_error_the_waiting_requests_ask_again(engine):
+def test_when_the_first_look_up_fails_with_an_error_the_waiting_requests_each_ask_once(engine, long_load_timeout):
     key, key_id = create_key(engine, "rosa")
     cache = KeyCache(engine, ttl=5)
-    load, queries = cache._load, []
-
-    def first_fails(digest):
-        queries.append(digest)
-        time.sleep(0.2)
-        if len(queries) == 1:
-            raise AttributeError("a bug, not the database")
-        return load(digest)
-    cache._load = first_fails
+    queries = []
+    cache._load = _slow(cache._load, queries, 0.2, fail_first=AttributeError("a bug, not the database"))
+    began = time.monotonic()
     answers = _first_lookups_at_once(cache, key, n=5)
+    assert time.monotonic() - began < 10
     assert sum(isinstance(a, AttributeError) for a in answers) == 1   # the request whose look-up it was
     assert [a.id for a in answers if not isinstance(a, AttributeError)] == [key_id] * 4
-    assert 2 <= len(queries) <= 5
+    assert len(queries) == 5                          # the one that failed, then one each: no queue, no retry loop
 
 
-def test_an_unknown_key_sent_at_once_by_many_requests_is_one_query(engine):
+def test_requests_waiting_for_a_look_up_that_hangs_ask_themselves_once_its_bound_has_passed(engine, monkeypatch):
+    key, key_id = create_key(engine, "sven")
+    monkeypatch.setattr(keys_module, "_LOAD_TIMEOUT", 0.5)
     cache = KeyCache(engine, ttl=5)
-    load, queries = cache._load, []
+    load, release, hanging = cache._load, threading.Event(), threading.Event()
 
-    def slow_load(digest):
-        queries.append(digest)
-        time.sleep(0.2)
+    def first_hangs(digest):
+        if not hanging.is_set():
+            hanging.set()
+            release.wait(20)                          # a hung database, where nothing cuts the call short
         return load(digest)
-    cache._load = slow_load
+    cache._load = first_hangs
+    first = threading.Thread(target=cache.lookup, args=(key,))
+    first.start()
+    assert hanging.wait(5)
+    began = time.monotonic()
+    answers = _first_lookups_at_once(cache, key, n=10)
+    waited = time.monotonic() - began
+    release.set()
+    first.join(10)
+    assert [a.id for a in answers] == [key_id] * 10
+    assert waited < 10                                # not until the hung look-up ends
+    assert not cache._loading and not cache._loaded
+
+
+def test_during_an_outage_a_new_key_sent_at_once_by_many_requests_is_one_query(engine, long_load_timeout):
+    key, _ = create_key(engine, "tara")
+    cache = KeyCache(engine, ttl=5)
+    queries = []
+    cache._load = _slow(_down, queries, 0.2)
+    answers = _first_lookups_at_once(cache, key)
+    assert all(isinstance(a, KeyStoreUnavailable) for a in answers)
+    assert len(queries) == 1
+
+
+def test_an_unknown_key_sent_at_once_by_many_requests_is_one_query(engine, long_load_timeout):
+    cache = KeyCache(engine, ttl=5)
+    queries = []
+    cache._load = _slow(cache._load, queries, 0.2)
     assert _first_lookups_at_once(cache, generate_key()) == [None] * 20
     assert len(queries) == 1
 
