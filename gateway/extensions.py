@@ -58,13 +58,16 @@ def make_engine(url):
     cooperative = _cooperative_psycopg()
     engine = create_engine(
         url,
-        # A worker uses the database for its log writer's batches and, now and then, a key's look-up: 2 idle
-        # connections are kept, more are opened for a burst (a health check, new keys) and closed after it.
-        # Each kept connection holds libpq's buffers as large as the largest batch it sent, and its server
-        # process: 10 kept per worker cost ~5 MB of a worker's memory after the bench's load, and 8 workers
-        # would hold 80 of PostgreSQL's 100 connections (max_connections' default) idle.
-        pool_size=2,
-        max_overflow=10,       # 12 at most
+        # A worker uses the database for its log writer's batches (and spool replays), a key's look-up now and
+        # then, its keys' last-used times and readiness checks: 4 connections are kept, one each, so none is
+        # opened on a request's path in the ordinary run; a burst opens more, closed after it. Each kept
+        # connection is a PostgreSQL server process and holds libpq's buffers as large as the largest batch it
+        # sent (libpq never shrinks them): 10 kept a worker cost ~5 MB of a worker's memory after the bench's
+        # load, and 8 workers kept 80 of PostgreSQL's default 100 connections. Last in, first out: the writer
+        # keeps taking the connection it just gave back, and the others stay small.
+        pool_size=4,
+        max_overflow=10,       # 14 at most
+        pool_use_lifo=True,
         pool_recycle=300,
         pool_pre_ping=True,
         pool_timeout=5,
