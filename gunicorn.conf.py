@@ -29,20 +29,20 @@ if __name__ == "__config__" and _unset and not sys.flags.ignore_environment:
         sys.stderr.write(f"gateway: could not restart with {', '.join(_unset)} set ({e}); going on without\n")
 
 
-def _settings_module():
-    """gateway/config.py, run from its file: `import gateway.config` would first run gateway/__init__.py, which
+def _master_module(name):
+    """gateway/<name>.py, run from its file: `import gateway.config` would first run gateway/__init__.py, which
     imports the whole app (ssl and urllib3 among it) into the master, before gevent patches anything, and every
-    worker would inherit them. config.py itself imports only the standard library."""
+    worker would inherit them. The modules loaded so import only the standard library."""
     import importlib.util
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gateway", "config.py")
-    spec = importlib.util.spec_from_file_location("gateway_settings_for_gunicorn", path)
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gateway", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"gateway_{name}_for_gunicorn", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 # Validated as the app's settings are: a bad one stops the master with one line naming it.
-_config = _settings_module()
+_config = _master_module("config")
 try:
     _serving = _config.serving()
 except _config.ConfigError as e:
@@ -102,9 +102,23 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR") or \
     _make_metrics_dir()
 
 
+# Each worker publishes how many client connections it holds, and one that holds more than the others leaves new
+# ones to them (gateway/balance.py). The table is the master's (kept on the arbiter, which outlives a SIGHUP's
+# reload of this file); a worker gets its slot before it is forked and gives it back when it exits.
+def pre_fork(server, worker):
+    table = getattr(server, "gateway_connections", None)
+    if table is None:
+        table = server.gateway_connections = _master_module("balance").Table()
+    taken = {getattr(w, "gateway_slot", None) for w in server.WORKERS.values()}
+    worker.gateway_connections, worker.gateway_slot = table, table.give(taken)
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
     multiprocess.mark_process_dead(worker.pid)
+    slot, table = getattr(worker, "gateway_slot", None), getattr(server, "gateway_connections", None)
+    if slot is not None and table is not None:
+        table.free(slot)
 
 
 def worker_exit(server, worker):
@@ -119,10 +133,13 @@ def worker_exit(server, worker):
 
 
 def post_worker_init(worker):
-    """Each worker sends a response's head with its first body bytes (gateway/serving.py), and leaves what it
-    loaded out of its garbage collections (gateway/memory.py)."""
-    from gateway import memory, serving
+    """Each worker sends a response's head with its first body bytes and takes its share of new connections
+    (gateway/serving.py, gateway/balance.py), and leaves what it loaded out of its garbage collections
+    (gateway/memory.py)."""
+    from gateway import balance, memory, serving
     serving.install(_serving.client_timeout)
+    if getattr(worker, "gateway_slot", None) is not None:
+        balance.join(worker.gateway_connections, worker.gateway_slot)
     memory.freeze_loaded()
 
 

@@ -41,6 +41,7 @@ import time
 from gunicorn import util
 from gunicorn.http import message, wsgi
 
+from gateway.balance import Balanced
 from gateway.translate.common import error_object
 
 # A bare Flask echo, gunicorn with 2 gevent workers, wrk at c=64 / c=128 (new connections each run): p99 450 ms
@@ -177,8 +178,9 @@ def write_error(sock, status_int, reason, mesg):
 
 
 def _accepting(server_class):
-    """gevent's server class, taking at least ACCEPT_PER_WAKE connections a wake-up when told to take fewer."""
-    class Server(server_class):
+    """gevent's server class, taking at least ACCEPT_PER_WAKE connections a wake-up when told to take fewer, and
+    leaving them to less-loaded workers (gateway/balance.py)."""
+    class Server(Balanced, server_class):
         @property
         def max_accept(self):
             return self.__dict__.get("_max_accept", server_class.max_accept)
