@@ -8,15 +8,15 @@ could be full while the other idled. Keep-alive clients (an SDK's connection poo
 So each worker publishes how many client connections it holds, in a table of shared memory that the master makes
 before it forks (one slot a worker, given at fork, freed when the worker exits). A worker holding more than SLACK
 connections over the least-loaded worker that still accepts leaves a waiting connection to that one: it stops
-watching the listening socket and looks again after POLL. It leaves connections waiting at most MAX_DEFER, and then
-takes them as it would alone, a wake's worth at a time: a worker too busy to take them in that time (a saturated
-worker's loop comes round to its listening socket once per round of its clients; a stuck one never does) does not
-keep clients waiting longer, nor slow how fast a burst is taken in (gateway/serving.py, ACCEPT_PER_WAKE).
+watching the listening socket and looks again after POLL. It leaves connections waiting at most MAX_DEFER: then it
+takes a wake's worth of them (gateway/serving.py, ACCEPT_PER_WAKE), as it would alone, and leaves the rest to the
+others again. A worker too busy to take them in that time (a saturated worker's loop comes round to its listening
+socket once per round of its clients; a stuck one never does) does not keep clients waiting longer, nor take in a
+burst much more slowly.
 
 Measured here (2 workers, 64 keep-alive connections opened at once): to idle workers, 32/32 every time (before:
-26/38, 27/37, 28/36 in three tries). To two saturated workers on a slow day (loop rounds of 100-250 ms, longer than
-MAX_DEFER) the split is still uneven (20/44 where it was 16/48): there balancing would cost new clients more waiting
-than it saves the others.
+26/38, 27/37, 28/36 in three tries). Under wrk's upstream calls on a slow day, where a saturated worker's loop round
+(100-250 ms) is longer than MAX_DEFER, the split is still uneven: 22/42 to 30/34 (before: 15/49 to 29/35).
 
 This module imports only the standard library: the master loads it (gunicorn.conf.py) before gevent patches
 anything.
@@ -114,12 +114,13 @@ def _pending(sock):
 
 class Balanced:
     """A gevent server (mixed in before it) that defers new connections to less-loaded workers."""
-    _deferring_since = None  # when this server first left the connection now waiting to the others
+    _deferring_since = None  # when this server first left the connections now waiting to the others
+    _overdue = 0             # connections taken since that was more than MAX_DEFER ago
 
     def do_read(self):
         if _ahead():
             if not _pending(self.socket):
-                self._deferring_since = None
+                self._deferring_since, self._overdue = None, 0
                 return None  # nothing waits (the loop asks again after each accept): the next one wakes it
             now = time.monotonic()
             if self._deferring_since is None:
@@ -129,10 +130,14 @@ class Balanced:
                 self._timer = self.loop.timer(POLL)  # stop_accepting() and close() stop it
                 self._timer.start(self._look_again)
                 return None
-            # Overdue: the others have not taken what waits. Take it as a worker alone would, a wake's worth at a
-            # time (serving.ACCEPT_PER_WAKE), until the queue is empty or this worker is no longer ahead.
+            # Overdue: the others have not taken what waits. Take a wake's worth (serving.ACCEPT_PER_WAKE), as a
+            # worker alone would, then leave the rest to them again: a saturated peer comes round less often than
+            # MAX_DEFER, and taking all that waits would give this worker most of a burst.
+            self._overdue += 1
+            if self._overdue >= self.max_accept:
+                self._deferring_since, self._overdue = None, 0
         else:
-            self._deferring_since = None
+            self._deferring_since, self._overdue = None, 0
         accepted = super().do_read()
         if accepted:
             _worker.connections += 1
@@ -141,7 +146,8 @@ class Balanced:
 
     def _look_again(self):
         if self._deferring_since is not None and (not _ahead() or not _pending(self.socket)):
-            self._deferring_since = None  # the others took it, or caught up: the next connection starts afresh
+            # The others took them, or caught up: the next connection starts afresh.
+            self._deferring_since, self._overdue = None, 0
         self._start_accepting_if_started()
 
     def do_close(self, *args):

@@ -172,6 +172,19 @@ def test_connections_left_waiting_past_max_defer_are_taken_a_wake_at_a_time(serv
     assert max(taken) - min(taken) < balance.MAX_DEFER
 
 
+def test_past_max_defer_a_worker_takes_one_wake_then_defers_again(server, table):
+    """A saturated peer comes round less often than MAX_DEFER: the rest of a burst is left to it again."""
+    server.max_accept = 4
+    _other(table, 1, 0)
+    server.clients.connect(2)
+    _until(lambda: len(server.accepted) == 2)
+    server.clients.connect(8)
+    _until(lambda: len(server.accepted) == 10)
+    taken = [t for t, _ in server.accepted[2:]]
+    assert taken[3] - taken[0] < balance.MAX_DEFER and taken[7] - taken[4] < balance.MAX_DEFER  # a wake each
+    assert taken[4] - taken[3] >= balance.MAX_DEFER
+
+
 def test_a_worker_that_stops_accepting_says_so(server, table):
     assert table.cells[1] == 1
     server.close()
