@@ -6,25 +6,29 @@ fuller worker waited about four times as long as the others for the same work, a
 could be full while the other idled. Keep-alive clients (an SDK's connection pool) stay where they landed.
 
 So each worker publishes how many client connections it holds, in a table of shared memory that the master makes
-before it forks (one slot a worker, given at fork, freed when the worker exits). A worker holding more than SLACK
-connections over the least-loaded worker that still accepts leaves a waiting connection to that one: it stops
+before it forks (one slot a worker, given at fork, freed when the worker exits), and takes new connections up to its
+fair share: what the accepting workers hold plus what waits in the accept queue (which Linux reports for a listening
+socket), divided among them, plus SLACK. It takes its share in one wake, where a worker alone takes ACCEPT_PER_WAKE
+(gateway/serving.py), so a burst is split at once; past its share it leaves what waits to the others: it stops
 watching the listening socket and looks again after POLL. It leaves connections waiting at most MAX_DEFER: then it
-takes a wake's worth of them (gateway/serving.py, ACCEPT_PER_WAKE), as it would alone, and leaves the rest to the
-others again. A worker too busy to take them in that time (a saturated worker's loop comes round to its listening
-socket once per round of its clients; a stuck one never does) does not keep clients waiting longer, nor take in a
-burst much more slowly.
+takes a wake's worth of them, as it would alone, and leaves the rest to the others again. A worker too busy to take
+them in that time (a saturated worker's loop comes round to its listening socket once per round of its clients; a
+stuck one never does) does not keep clients waiting longer.
 
 Measured here (2 workers, 64 keep-alive connections opened at once): to idle workers, 32/32 every time (before:
-26/38, 27/37, 28/36 in three tries). Under wrk's upstream calls on a slow day, where a saturated worker's loop round
-(100-250 ms) is longer than MAX_DEFER, the split is still uneven: 22/42 to 30/34 (before: 15/49 to 29/35).
+26/38, 27/37, 28/36 in three tries). Under wrk's upstream calls, both workers saturated, on a slow day: 32/32, 31/33,
+31/33, 27/37 (before: 17/47, 20/44, 15/49, 28/36), all 64 taken in 0.17-0.54 s (before: 0.16-0.57 s). Deferring to the
+least-loaded worker instead of taking a share split them 25/39 to 30/34 and took up to 1.3 s: the workers took turns.
 
 This module imports only the standard library: the master loads it (gunicorn.conf.py) before gevent patches
 anything.
 """
 import mmap
+import socket
+import struct
 import time
 
-SLACK = 1            # connections a worker may hold over the least-loaded one before it defers
+SLACK = 1            # connections a worker may take past its fair share
 POLL = 0.001         # seconds between looks while deferring
 MAX_DEFER = 0.05     # seconds connections may be left waiting for the other workers
 SLOTS = 256          # workers a table can hold (gunicorn's TTIN can add workers while it runs)
@@ -65,16 +69,14 @@ class Table:
         self.cells[base + 1] = connections
         self.cells[base] = accepting
 
-    def least_elsewhere(self, slot):
-        """The fewest connections held by another worker that accepts; None if there is none."""
-        cells, least = self.cells, None
-        for other in range(cells[_HIGH]):
-            base = 1 + other * _FIELDS
-            if other != slot and cells[base]:
-                held = cells[base + 1]
-                if least is None or held < least:
-                    least = held
-        return least
+    def accepting(self):
+        """The connections held by each worker that accepts (this one among them)."""
+        cells, held = self.cells, []
+        for slot in range(cells[_HIGH]):
+            base = 1 + slot * _FIELDS
+            if cells[base]:
+                held.append(cells[base + 1])
+        return held
 
 
 class _Worker:
@@ -97,31 +99,52 @@ def join(table, slot):
     _worker.publish()
 
 
-def _ahead():
+def _queued(sock):
+    """Connections waiting in the listening socket's accept queue (Linux: TCP_INFO's tcpi_unacked, for a
+    listening socket); None where that cannot be asked."""
+    try:
+        return struct.unpack_from("I", sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32), 24)[0]
+    except (OSError, AttributeError, struct.error):
+        return None
+
+
+def _share(sock):
+    """(how many more connections this worker should take, how many wait): its fair share of what the accepting
+    workers hold and what waits, less what it holds, plus SLACK. The share is None when it is alone (no limit)."""
+    queued = _queued(sock)
     if _worker.table is None:
-        return False
-    least = _worker.table.least_elsewhere(_worker.slot)
-    return least is not None and _worker.connections > least + SLACK
-
-
-def _pending(sock):
-    """Whether a connection waits on the listening socket (a look that does not block, nor yield)."""
-    from gevent import monkey
-    poll = monkey.get_original("select", "poll")()
-    poll.register(sock.fileno(), 1)  # POLLIN
-    return bool(poll.poll(0))
+        return None, queued
+    held = _worker.table.accepting()
+    if len(held) < 2:
+        return None, queued
+    waiting = 1 if queued is None else max(1, queued)  # asked when the socket is readable: one at least
+    return -(-(sum(held) + waiting) // len(held)) + SLACK - _worker.connections, queued
 
 
 class Balanced:
-    """A gevent server (mixed in before it) that defers new connections to less-loaded workers."""
+    """A gevent server (mixed in before it) that takes its share of new connections and leaves the rest to the
+    other workers."""
     _deferring_since = None  # when this server first left the connections now waiting to the others
     _overdue = 0             # connections taken since that was more than MAX_DEFER ago
 
+    def _do_read(self):
+        # A wake takes up to this worker's share at once, where a worker alone takes ACCEPT_PER_WAKE: 64
+        # connections opened at once to two idle workers are split in one wake each.
+        share, _ = _share(self.socket)
+        if share is None or share <= self.max_accept:
+            return super()._do_read()
+        kept, self.max_accept = self.max_accept, share
+        try:
+            return super()._do_read()
+        finally:
+            self.max_accept = kept
+
     def do_read(self):
-        if _ahead():
-            if not _pending(self.socket):
-                self._deferring_since, self._overdue = None, 0
-                return None  # nothing waits (the loop asks again after each accept): the next one wakes it
+        share, queued = _share(self.socket)
+        if queued == 0:
+            self._deferring_since, self._overdue = None, 0
+            return None  # nothing waits (the loop asks again after each accept): the next one wakes it
+        if share is not None and share <= 0:
             now = time.monotonic()
             if self._deferring_since is None:
                 self._deferring_since = now
@@ -145,8 +168,9 @@ class Balanced:
         return accepted
 
     def _look_again(self):
-        if self._deferring_since is not None and (not _ahead() or not _pending(self.socket)):
-            # The others took them, or caught up: the next connection starts afresh.
+        share, queued = _share(self.socket)
+        if self._deferring_since is not None and (queued == 0 or share is None or share > 0):
+            # The others took them, or this worker's share grew: the next connection starts afresh.
             self._deferring_since, self._overdue = None, 0
         self._start_accepting_if_started()
 

@@ -30,28 +30,38 @@ def _other(table, slot, connections, accepting=True):
 def test_the_master_gives_the_lowest_free_slot_cleared(table):
     assert [table.give(set()), table.give({0}), table.give({0, 1})] == [0, 1, 2]
     _other(table, 1, 7)
-    assert table.give({0, 2}) == 1 and table.least_elsewhere(0) is None  # a slot given again starts empty
+    assert table.give({0, 2}) == 1 and table.accepting() == []  # a slot given again starts empty, not accepting
     assert table.give(set(range(8))) is None
 
 
-def test_the_least_loaded_other_worker_that_accepts_is_found(table):
+def test_the_workers_that_accept_are_counted(table):
     for slot in range(4):
         table.give(set(range(slot)))
     _other(table, 0, 3)
     _other(table, 1, 9)
     _other(table, 2, 1, accepting=False)  # stopping: its few connections do not make it a place to send more
     _other(table, 3, 5)
-    assert table.least_elsewhere(0) == 5
-    assert table.least_elsewhere(3) == 3
+    assert table.accepting() == [3, 9, 5]
     table.free(0)
-    assert table.least_elsewhere(3) == 9
+    assert table.accepting() == [9, 5]
 
 
-def test_a_worker_alone_has_no_one_to_defer_to(table):
+def test_a_worker_alone_takes_whatever_waits(table):
     table.give(set())
     balance.join(table, 0)
     balance._worker.connections = 50
-    assert table.least_elsewhere(0) is None and not balance._ahead()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        assert balance._share(listener)[0] is None
+
+
+def test_the_accept_queue_is_read_from_the_listening_socket(table):
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        clients = [socket.create_connection(listener.getsockname()) for _ in range(5)]
+        try:
+            _until(lambda: balance._queued(listener) == 5)
+        finally:
+            for c in clients:
+                c.close()
 
 
 def test_forked_workers_see_one_table(table):
@@ -62,7 +72,7 @@ def test_forked_workers_see_one_table(table):
         table.set(1, 1, 42)
         os._exit(0)
     os.waitpid(pid, 0)
-    assert table.least_elsewhere(0) == 42
+    assert table.accepting() == [42]
 
 
 # --- a server that defers
@@ -113,6 +123,14 @@ def _until(predicate, timeout=5):
             gevent.sleep(0.001)
 
 
+def _hold(server, table, n):
+    """The server takes n connections while the other worker does not accept; then the other accepts, holding none."""
+    _other(table, 1, 0, accepting=False)
+    server.clients.connect(n)
+    _until(lambda: len(server.accepted) == n)
+    _other(table, 1, 0)
+
+
 def test_each_connection_is_counted_while_open(server, table):
     server.clients.connect(3)
     _until(lambda: len(server.accepted) == 3)
@@ -122,65 +140,57 @@ def test_each_connection_is_counted_while_open(server, table):
     assert table.cells[1 + 1] == 0 and table.cells[1] == 1  # none held, still accepting
 
 
-def test_a_worker_even_with_the_others_takes_new_connections_at_once(server, table):
+def test_a_burst_is_split_in_one_wake_each(server, table):
+    """20 connections waiting, two idle workers holding none: this one takes its half (and SLACK) at once."""
+    _other(table, 1, 0)
+    server.clients.connect(20)  # queued in the kernel: the server has not run yet
+    gevent.sleep(balance.POLL)
+    assert len(server.accepted) == 10 + balance.SLACK
+    assert server._deferring_since is not None  # the rest is left to the other worker
+
+
+def test_a_worker_within_its_share_takes_new_connections_at_once(server, table):
     _other(table, 1, 2)
     looks = []
     server._look_again = lambda: looks.append(1)
-    server.clients.connect(3)  # 0 -> 1 -> 2 -> 3: never more than SLACK over the other's 2 before taking one
+    server.clients.connect(3)  # one at a time: 1 -> 2 -> 3, never past the other's 2 and SLACK
     _until(lambda: len(server.accepted) == 3)
     assert looks == []
 
 
-def test_a_worker_ahead_leaves_a_new_connection_to_the_other_worker(server, table):
-    _other(table, 1, 0)
-    server.clients.connect(2)
-    _until(lambda: len(server.accepted) == 2)  # 2 against 0: now ahead by more than SLACK
+def test_a_worker_past_its_share_leaves_a_new_connection_to_the_other_worker(server, table):
+    _hold(server, table, 3)  # 3 against 0: a 4th would put it past its share (2 of 4) and SLACK
     listener = server.socket
     server.clients.connect(1)
     gevent.sleep(balance.POLL)  # the server saw it and deferred
-    assert len(server.accepted) == 2 and server._deferring_since is not None
+    assert len(server.accepted) == 3 and server._deferring_since is not None
     # The other worker takes it from the shared listening socket (as a second worker would) and publishes.
     with socket.socket(fileno=os.dup(listener.fileno())) as shared:
         taken, _ = shared.accept()
     _other(table, 1, 1)
     _until(lambda: server._deferring_since is None)
     gevent.sleep(5 * balance.POLL)
-    assert len(server.accepted) == 2
+    assert len(server.accepted) == 3
     taken.close()
 
 
 def test_a_connection_left_to_a_worker_that_does_not_take_it_is_taken_after_max_defer(server, table):
-    _other(table, 1, 0)  # accepting, but its loop never comes round (busy, or stuck)
-    server.clients.connect(2)
-    _until(lambda: len(server.accepted) == 2)
+    _hold(server, table, 3)  # the other accepts, but its loop never comes round (busy, or stuck)
     sent = time.monotonic()
     server.clients.connect(1)
-    _until(lambda: len(server.accepted) == 3)
-    assert server.accepted[2][0] - sent >= balance.MAX_DEFER
-    assert table.cells[1 + 1] == 3
-
-
-def test_connections_left_waiting_past_max_defer_are_taken_a_wake_at_a_time(server, table):
-    """Not one per MAX_DEFER: a burst to a busy pair of workers would be taken in a few a second."""
-    server.max_accept = 4
-    _other(table, 1, 0)
-    server.clients.connect(2)
-    _until(lambda: len(server.accepted) == 2)
-    server.clients.connect(4)
-    _until(lambda: len(server.accepted) == 6)
-    taken = [t for t, _ in server.accepted[2:]]
-    assert max(taken) - min(taken) < balance.MAX_DEFER
+    _until(lambda: len(server.accepted) == 4)
+    assert server.accepted[3][0] - sent >= balance.MAX_DEFER
+    assert table.cells[1 + 1] == 4
 
 
 def test_past_max_defer_a_worker_takes_one_wake_then_defers_again(server, table):
-    """A saturated peer comes round less often than MAX_DEFER: the rest of a burst is left to it again."""
+    """A saturated peer comes round less often than MAX_DEFER: the rest of a burst is left to it again, not all
+    taken, nor taken one per MAX_DEFER."""
     server.max_accept = 4
-    _other(table, 1, 0)
-    server.clients.connect(2)
-    _until(lambda: len(server.accepted) == 2)
+    _hold(server, table, 10)  # 10 against 0: 8 more would still leave this one past its share (9) and SLACK
     server.clients.connect(8)
-    _until(lambda: len(server.accepted) == 10)
-    taken = [t for t, _ in server.accepted[2:]]
+    _until(lambda: len(server.accepted) == 18)
+    taken = [t for t, _ in server.accepted[10:]]
     assert taken[3] - taken[0] < balance.MAX_DEFER and taken[7] - taken[4] < balance.MAX_DEFER  # a wake each
     assert taken[4] - taken[3] >= balance.MAX_DEFER
 
@@ -226,7 +236,7 @@ def test_the_master_gives_each_worker_a_slot_and_takes_it_back_when_it_exits(mon
     monkeypatch.setattr("prometheus_client.multiprocess.mark_process_dead", lambda pid: None)
     conf.child_exit(arbiter, workers[1])
     del arbiter.WORKERS[102]
-    assert arbiter.gateway_connections.least_elsewhere(0) is None  # slot 1 freed: 2 was never published
+    assert arbiter.gateway_connections.accepting() == []  # slot 1 freed: 0 and 2 never published
     w = _Worker()
     conf.pre_fork(arbiter, w)
     assert w.gateway_slot == 1  # its replacement takes the slot
