@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -34,6 +35,10 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 TICK = os.sysconf("SC_CLK_TCK")
 MODEL = "gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "Summarise the benefits of a gateway in front of LLM providers."}]
+
+# The logging A/B again with an upstream that answers as a short LLM call does, after this long: 64 requests in
+# flight then leave the gateway's cores partly idle, where the instant simulator saturates them.
+PACED_MS = 250
 
 # name: (what, target, unit, lower_is_better)
 TARGETS = {
@@ -51,6 +56,10 @@ TARGETS = {
     "rss_settled_mb": ("RSS per worker 12 s after load (largest worker)", 80, "MB", True),
     "logging_p50_pct": ("request logs: p50 with logging on vs off (c=64, A/B)", 5.0, "%", True),
     "logging_p99_pct": ("request logs: p99 with logging on vs off (c=64, A/B)", 5.0, "%", True),
+    "logging_paced_p50_pct": (f"request logs: p50 on vs off, c=64, upstream answering in {PACED_MS} ms", 5.0, "%",
+                              True),
+    "logging_paced_p99_pct": (f"request logs: p99 on vs off, c=64, upstream answering in {PACED_MS} ms", 5.0, "%",
+                              True),
 }
 
 
@@ -121,6 +130,31 @@ def speed_probe():
         sum(range(1_000_000))
         best = min(best, time.perf_counter() - start)
     return round(best * 1000, 1)
+
+
+def held_per_worker(pids, port):
+    """The client connections to `port` each of these processes holds open (ESTABLISHED), fewest first."""
+    owner = {}
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                owner[target[8:-1]] = pid
+    held = dict.fromkeys(pids, 0)
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01" and fields[9] in owner:
+                    held[owner[fields[9]]] += 1
+    return sorted(held.values())
 
 
 def machine_ticks():
@@ -272,10 +306,10 @@ class Bench:
         proc = self.procs.start([PY, "-u", "-m", "gateway.simulator", "--port", "0", *args], log, self.base_env())
         return proc, wait_for_line(log, "simulator listening on ", proc)
 
-    def start_gateway(self, name, **extra):
+    def start_gateway(self, name, upstream=None, **extra):
         port = free_port()
         env = self.base_env()
-        fast, slow = self.sim_url, self.slow_url
+        fast, slow = upstream or self.sim_url, self.slow_url
         config = os.path.join(self.tmp, "gateway.toml")
         with open(config, "w") as f:  # a second OpenAI-compatible provider: the slow simulator, for held streams
             f.write(f'[providers.slowsim]\nkind = "openai"\nbase_url = "{slow}/v1"\napi_key_env = "BENCH_SLOW_KEY"\n')
@@ -380,7 +414,16 @@ class Bench:
             sim_pids = {self.sim.pid}
             g0, s0, m0 = cpu_ticks(gw_pids), cpu_ticks(stack_pids), cpu_ticks(sim_pids)
             busy0, total0 = machine_ticks()
+            split = []  # wrk's connections per worker, halfway through the run
+            if gateway:
+                port = int(url.split(":")[2].split("/")[0])
+                workers = sorted(set(gw_pids) - {self.gunicorn.pid})
+                sampler = threading.Timer(self.args.duration / 2,
+                                          lambda: split.extend(held_per_worker(workers, port)))
+                sampler.start()
             w = self.wrk(url, concurrency, self.args.duration, key, body)
+            if gateway:
+                sampler.join()
             busy1, total1 = machine_ticks()
             g1 = cpu_ticks(tree(self.gunicorn.pid) if gateway else set())
             s1, m1 = cpu_ticks(by_name("postgres", "redis-server")), cpu_ticks(sim_pids)
@@ -399,9 +442,11 @@ class Bench:
                 "machine_cpu_pct": 100.0 * (busy1 - busy0) / max(1, total1 - total0),
                 # wrk opens its connections at once and whichever worker is awake accepts most of them
                 "busiest_worker_pct": 100.0 * max(per_worker) / max(1e-9, sum(per_worker)) if gateway else None,
+                "connections_per_worker": split,
                 "other_cpu_ms": (machine_ms - gw_ms - stack_ms - sim_ms - w["wrk_cpu_ms"]) / n,
             })
-        med = {k: (statistics.median(r[k] for r in runs) if runs[0][k] is not None else None) for k in runs[0]}
+        med = {k: (statistics.median(r[k] for r in runs) if runs[0][k] is not None else None) for k in runs[0]
+               if k != "connections_per_worker"}
         med["errors"] = sum(r["errors"] for r in runs)
         med["runs"] = runs
         print(f"  {name:<28} c={concurrency:<3} {med['rps']:8.0f} req/s  p50 {med['p50_ms']:6.2f} ms  "
@@ -528,13 +573,21 @@ class Bench:
               flush=True)
         on, off = self.logging_ab(top, up_key, varied)
         r["logging_on"], r["logging_off"] = {str(top): on}, {str(top): off}
+        print(f"logging on vs off, c={top}, upstream answering in {PACED_MS} ms", flush=True)
+        paced, paced_url = self.start_simulator("paced", "--tokens", str(a.tokens), "--latency-ms", str(PACED_MS))
+        try:
+            on, off = self.logging_ab(top, up_key, varied, upstream=paced_url, name="paced")
+        finally:
+            self.procs.stop(paced)
+        r["logging_paced_on"], r["logging_paced_off"] = {str(top): on}, {str(top): off}
 
-    def logging_ab(self, concurrency, key, body):
+    def logging_ab(self, concurrency, key, body, upstream=None, name="logging"):
         """Logging on and off measured by turns on two gateways started together, twice the usual runs each,
         so that whatever else the machine does hits both alike: (on, off), each the median of its runs."""
         gateways = {}
+        label = name
         for name, value in (("on", "true"), ("off", "false")):
-            self.start_gateway(f"logging-{name}", GATEWAY_LOG_REQUESTS=value)
+            self.start_gateway(f"{label}-{name}", upstream=upstream, GATEWAY_LOG_REQUESTS=value)
             gateways[name] = (self.gunicorn, self.gw_url)
         runs, kept = {"on": [], "off": []}, self.args.runs
         self.args.runs = 1
@@ -542,15 +595,16 @@ class Bench:
             for i in range(2 * kept):
                 for name in (("on", "off") if i % 2 == 0 else ("off", "on")):
                     self.gunicorn, url = gateways[name]
-                    runs[name] += self.measure(f"gateway, logging {name}", url + "/v1/chat/completions", concurrency,
-                                               key, body)["runs"]
+                    runs[name] += self.measure(f"gateway, {label} {name}", url + "/v1/chat/completions",
+                                               concurrency, key, body)["runs"]
         finally:
             self.args.runs = kept
             for proc, _ in gateways.values():
                 self.procs.stop(proc)
         out = []
         for name in ("on", "off"):
-            med = {k: statistics.median(r[k] for r in runs[name]) for k in runs[name][0] if k != "errors"}
+            med = {k: statistics.median(r[k] for r in runs[name]) for k in runs[name][0]
+                   if k not in ("errors", "connections_per_worker")}
             med["errors"], med["runs"] = sum(r["errors"] for r in runs[name]), runs[name]
             out.append(med)
         return out
@@ -608,6 +662,8 @@ def figures(r):
         "rss_settled_mb": max(r["rss_settled_mb"].values()),
         "logging_p50_pct": _pct_over(r["logging_on"][hi]["p50_ms"], r["logging_off"][hi]["p50_ms"]),
         "logging_p99_pct": _pct_over(r["logging_on"][hi]["p99_ms"], r["logging_off"][hi]["p99_ms"]),
+        "logging_paced_p50_pct": _pct_over(r["logging_paced_on"][hi]["p50_ms"], r["logging_paced_off"][hi]["p50_ms"]),
+        "logging_paced_p99_pct": _pct_over(r["logging_paced_on"][hi]["p99_ms"], r["logging_paced_off"][hi]["p99_ms"]),
     }
 
 
@@ -664,20 +720,22 @@ def markdown(r, notes):
                          f"{fmt(m['simulator_cpu_ms'])} | {fmt(m['wrk_cpu_ms'])} | {fmt(m['other_cpu_ms'])} | "
                          f"{m['machine_cpu_pct']:.0f}% | {pct(m['busiest_worker_pct'])} | {m['errors']} |")
     top = max(r["logging_off"])
-    on, off = r["logging_on"][top], r["logging_off"][top]
     st, h = r["stream_ttfb"], r["held_streams"]
     lines += ["", f"## Logging on vs off (c={top})", "",
-              f"Two gateways started together, one with GATEWAY_LOG_REQUESTS=false, measured by turns "
-              f"({len(on['runs'])} runs each, the median shown), so that drift on the machine hits both alike.", "",
-              "| | req/s | p50 ms | p99 ms | gateway CPU ms/req | stack CPU ms/req |", "|---|---:|---:|---:|---:|---:|",
-              f"| on | {on['rps']:.0f} | {on['p50_ms']:.2f} | {on['p99_ms']:.2f} | {fmt(on['gateway_cpu_ms'])} | "
-              f"{fmt(on['stack_cpu_ms'])} |",
-              f"| off | {off['rps']:.0f} | {off['p50_ms']:.2f} | {off['p99_ms']:.2f} | {fmt(off['gateway_cpu_ms'])} | "
-              f"{fmt(off['stack_cpu_ms'])} |",
-              f"| on − off | {on['rps'] - off['rps']:.0f} | {on['p50_ms'] - off['p50_ms']:.2f} | "
-              f"{on['p99_ms'] - off['p99_ms']:.2f} | {on['gateway_cpu_ms'] - off['gateway_cpu_ms']:.2f} | "
-              f"{on['stack_cpu_ms'] - off['stack_cpu_ms']:.2f} |",
-              "", f"{r['rows_logged']} request rows were in PostgreSQL when the logging-on gateway stopped.", "",
+              f"Two gateways started together, one with GATEWAY_LOG_REQUESTS=false, measured by turns (the median of "
+              f"each side's runs shown), so that drift on the machine hits both alike: first against the instant "
+              f"simulator, which saturates both cores, then against one answering in {PACED_MS} ms.", ""]
+    for key, what in (("logging", "instant upstream (saturated)"), ("logging_paced", f"upstream in {PACED_MS} ms")):
+        lines += _ab_table(r[f"{key}_on"][top], r[f"{key}_off"][top], what)
+    lines += ["At saturation p50 depends on how wrk's connections split between the workers (a saturated worker "
+              "serves its share of the requests whatever it holds, so its clients wait in proportion to their number); "
+              "each run's split, halfway through it:", ""]
+    for name in ("on", "off"):
+        runs = r[f"logging_{name}"][top]["runs"]
+        lines.append(f"- {name}: " + ", ".join(f"p50 {x['p50_ms']:.1f} ms with "
+                                              f"{'/'.join(map(str, x.get('connections_per_worker') or [])) or '?'}"
+                                              for x in runs))
+    lines += ["", f"{r['rows_logged']} request rows were in PostgreSQL when the logging-on gateway stopped.", "",
               "## Streams", "",
               f"Timed once the request log had caught up: {r['writer_drain']['rows']} rows were in PostgreSQL, the "
               f"last written {r['writer_drain']['seconds']:.1f} s after the cache-hit runs stopped (the writer's lag "
@@ -707,6 +765,18 @@ def markdown(r, notes):
     return "\n".join(lines) + "\n"
 
 
+def _ab_table(on, off, what):
+    return [f"| {what} | req/s | p50 ms | p99 ms | gateway CPU ms/req | stack CPU ms/req |",
+            "|---|---:|---:|---:|---:|---:|",
+            f"| on ({len(on['runs'])} runs) | {on['rps']:.0f} | {on['p50_ms']:.2f} | {on['p99_ms']:.2f} | "
+            f"{fmt(on['gateway_cpu_ms'])} | {fmt(on['stack_cpu_ms'])} |",
+            f"| off ({len(off['runs'])} runs) | {off['rps']:.0f} | {off['p50_ms']:.2f} | {off['p99_ms']:.2f} | "
+            f"{fmt(off['gateway_cpu_ms'])} | {fmt(off['stack_cpu_ms'])} |",
+            f"| on − off | {on['rps'] - off['rps']:.0f} | {on['p50_ms'] - off['p50_ms']:.2f} | "
+            f"{on['p99_ms'] - off['p99_ms']:.2f} | {on['gateway_cpu_ms'] - off['gateway_cpu_ms']:.2f} | "
+            f"{on['stack_cpu_ms'] - off['stack_cpu_ms']:.2f} |", ""]
+
+
 def yardstick(r):
     """The echo's figures at the top concurrency, and the gateway's CPU per request against the echo's, in words."""
     top = str(max(int(c) for c in r["echo"]))
@@ -718,10 +788,10 @@ def yardstick(r):
 
 
 def summary_table(r):
-    rows = [f"{'figure':<52} {'value':>10} {'target':>12}  met"]
+    rows = [f"{'figure':<66} {'value':>10} {'target':>12}  met"]
     for x in verdicts(r):
         val = f"{x['value']:.0f}" if x["unit"] in ("req/s", "") else f"{x['value']:.2f}"
-        rows.append(f"{x['what']:<52} {val + ' ' + x['unit']:>10} {x['op'] + ' ' + str(x['target']) + ' ' + x['unit']:>12}"
+        rows.append(f"{x['what']:<66} {val + ' ' + x['unit']:>10} {x['op'] + ' ' + str(x['target']) + ' ' + x['unit']:>12}"
                     f"  {'yes' if x['met'] else 'NO'}")
     return "\n".join(rows)
 
