@@ -132,8 +132,9 @@ def speed_probe():
     return round(best * 1000, 1)
 
 
-def held_per_worker(pids, port):
-    """The client connections to `port` each of these processes holds open (ESTABLISHED), fewest first."""
+def held_per_worker(pids, port, states=("01",)):
+    """The client connections to `port` each of these processes holds in these TCP states (01: ESTABLISHED),
+    fewest first."""
     owner = {}
     for pid in pids:
         try:
@@ -152,7 +153,7 @@ def held_per_worker(pids, port):
         with open(table) as f:
             for line in f.readlines()[1:]:
                 fields = line.split()
-                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01" and fields[9] in owner:
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] in states and fields[9] in owner:
                     held[owner[fields[9]]] += 1
     return sorted(held.values())
 
@@ -386,6 +387,20 @@ class Bench:
 
     # ------------------------------------------------------------ load
 
+    def settle(self, url, limit=5.0):
+        """Until the gateway's workers hold no connection to `url`'s port, at most `limit` seconds. A wrk run ends
+        by closing all its connections, and a saturated worker takes a loop round, or a whole request, to let each
+        go: a burst of new ones meeting them is split as if those were still clients (gateway/balance.py)."""
+        if self.gunicorn is None or self.gunicorn.poll() is not None:
+            return
+        port = int(url.split(":")[2].split("/")[0])
+        workers = sorted(tree(self.gunicorn.pid) - {self.gunicorn.pid})
+        deadline = time.monotonic() + limit
+        # Every TCP state but LISTEN (0A): established, closing, waiting to be closed.
+        states = tuple(f"{n:02X}" for n in range(1, 12) if n != 10)
+        while sum(held_per_worker(workers, port, states)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def wrk(self, url, concurrency, seconds, key, body):
         """`body` with "{n}" in it: each request sends its own number there (see post.lua)."""
         env = {**os.environ, "BENCH_BODY": body, "BENCH_KEY": key}
@@ -406,9 +421,13 @@ class Bench:
 
     def measure(self, name, url, concurrency, key, body, gateway=True):
         """Warm up, then RUNS runs: the median of each figure, and every run's figures."""
+        if gateway:
+            self.settle(url)
         self.wrk(url, concurrency, self.args.warmup, key, body)
         runs = []
         for _ in range(self.args.runs):
+            if gateway:
+                self.settle(url)
             gw_pids = tree(self.gunicorn.pid) if gateway else set()
             stack_pids = by_name("postgres", "redis-server")
             sim_pids = {self.sim.pid}
