@@ -1,37 +1,19 @@
 """A burst of keep-alive connections to a 2-worker gateway is shared evenly between its workers
 (gateway/balance.py), where whichever worker woke first used to take most of it (12 and 52 of 64)."""
-import os
 import socket
 import sys
 import time
 
 import pytest
 
-from tests.integration.test_footprint import _workers
+from tests.integration.procnet import connections
+from tests.integration.procnet import workers as _workers
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
 
 
 def _held(pids, port):
-    """pid -> the client connections to `port` it holds open."""
-    owner = {}
-    for pid in pids:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                owner[target[8:-1]] = pid
-    held = dict.fromkeys(pids, 0)
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as f:
-            for line in f.readlines()[1:]:
-                fields = line.split()
-                local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
-                if local_port == port and state == "01" and inode in owner:  # 01: ESTABLISHED
-                    held[owner[inode]] += 1
-    return held
+    return connections(pids, local_port=port)
 
 
 def _open(port, n):

@@ -7,19 +7,8 @@ import pytest
 import requests
 
 from tests.integration.conftest import ROOT
-
-
-def _workers(master_pid):
-    children = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            continue
-        if ppid == master_pid:
-            children.append(int(pid))
-    return children
+from tests.integration.procnet import connections
+from tests.integration.procnet import workers as _workers
 
 
 def _environ(pid):
@@ -53,27 +42,6 @@ def test_a_worker_does_not_load_the_orm(tmp_path):
     assert out.stdout.split() == ["False", "True"], out.stderr[-2000:]
 
 
-def _database_connections(pids, port=5432):
-    """The TCP connections to `port` that these processes hold open."""
-    inodes = set()
-    for pid in pids:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-    found = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as f:
-            for line in f.readlines()[1:]:
-                fields = line.split()
-                remote_port, state, inode = int(fields[2].rsplit(":", 1)[1], 16), fields[3], fields[9]
-                found += remote_port == port and state == "01" and inode in inodes  # 01: ESTABLISHED
-    return found
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
 def test_after_a_burst_a_worker_keeps_four_database_connections(start_gateway, simulator, pg_url):
     """What a burst opens (64 requests with a new key, then 64 readiness checks, at once) is closed after it,
@@ -89,4 +57,4 @@ def test_after_a_burst_a_worker_keeps_four_database_connections(start_gateway, s
     assert chats == [200] * 64 and ready == [200] * 64
     workers = _workers(gw.proc.pid)
     assert len(workers) == 2
-    assert 1 <= _database_connections(workers) <= 8
+    assert 1 <= sum(connections(workers, remote_port=5432).values()) <= 8
