@@ -113,17 +113,23 @@ def pre_fork(server, worker):
     worker.gateway_connections, worker.gateway_slot = table, table.give(taken)
 
 
-def child_exit(server, worker):
-    from prometheus_client import multiprocess
-    multiprocess.mark_process_dead(worker.pid)
-    slot, table = getattr(worker, "gateway_slot", None), getattr(server, "gateway_connections", None)
+def _free_slot(worker):
+    slot, table = getattr(worker, "gateway_slot", None), getattr(worker, "gateway_connections", None)
     if slot is not None and table is not None:
         table.free(slot)
 
 
+def child_exit(server, worker):
+    _free_slot(worker)  # first: the others must not leave connections to a dead worker if what follows fails
+    from prometheus_client import multiprocess
+    multiprocess.mark_process_dead(worker.pid)
+
+
 def worker_exit(server, worker):
-    """A stopping worker writes out the request logs it still holds (to the database or the spool) and the
-    metrics it has counted since its last flush."""
+    """A stopping worker gives back its slot (gateway/balance.py; gunicorn also calls this in the master for a
+    worker that vanished unreaped), then writes out the request logs it still holds (to the database or the
+    spool) and the metrics it has counted since its last flush."""
+    _free_slot(worker)
     app = getattr(worker, "wsgi", None)
     gateway = getattr(app, "extensions", {}).get("gateway") if app is not None else None
     if gateway is not None:
