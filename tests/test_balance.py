@@ -141,12 +141,25 @@ def test_each_connection_is_counted_while_open(server, table):
 
 
 def test_a_burst_is_split_in_one_wake_each(server, table):
-    """20 connections waiting, two idle workers holding none: this one takes its half (and SLACK) at once."""
+    """20 connections waiting, two idle workers holding none: this one takes its half (and SLACK) in one wake,
+    though a wake takes 4 when a worker is alone (serving.ACCEPT_PER_WAKE)."""
+    server.max_accept = 4
     _other(table, 1, 0)
-    server.clients.connect(20)  # queued in the kernel: the server has not run yet
+    wakes = []  # connections each wake took
+    read = server._do_read
+
+    def counting():
+        before = balance._worker.connections
+        read()
+        wakes.append(balance._worker.connections - before)
+    server.stop_accepting()
+    server._do_read = counting  # the listening socket's watcher calls what it was started with
+    server.clients.connect(20)  # queued in the kernel: the server does not run until this test yields
+    server.start_accepting()
     _until(lambda: len(server.accepted) >= 10 + balance.SLACK)
     gevent.sleep(balance.MAX_DEFER / 5)
     assert len(server.accepted) == 10 + balance.SLACK
+    assert [n for n in wakes if n] == [10 + balance.SLACK]
     assert server._deferring_since is not None  # the rest is left to the other worker
 
 
