@@ -28,6 +28,8 @@ import streams
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(1, ROOT)  # the tests' /proc reader: one reading of /proc/net/tcp for the bench and the tests
+from tests.integration.procnet import connections  # noqa: E402
 PY = sys.executable
 GATEWAY_CMD = os.path.join(os.path.dirname(PY), "gateway")
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -135,27 +137,7 @@ def speed_probe():
 def held_per_worker(pids, port, states=("01",)):
     """The client connections to `port` each of these processes holds in these TCP states (01: ESTABLISHED),
     fewest first."""
-    owner = {}
-    for pid in pids:
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                owner[target[8:-1]] = pid
-    held = dict.fromkeys(pids, 0)
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as f:
-            for line in f.readlines()[1:]:
-                fields = line.split()
-                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] in states and fields[9] in owner:
-                    held[owner[fields[9]]] += 1
-    return sorted(held.values())
+    return sorted(connections(pids, local_port=port, states=states).values())
 
 
 def machine_ticks():
