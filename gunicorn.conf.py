@@ -102,8 +102,8 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR") or \
     _make_metrics_dir()
 
 
-# Each worker publishes how many client connections it holds, and one that holds more than the others leaves new
-# ones to them (gateway/balance.py). The table is the master's (kept on the arbiter, which outlives a SIGHUP's
+# Each worker publishes how many client connections it holds and takes only its fair share of new ones
+# (gateway/balance.py). The table is the master's (kept on the arbiter, which outlives a SIGHUP's
 # reload of this file); a worker gets its slot before it is forked and gives it back when it exits.
 def pre_fork(server, worker):
     table = getattr(server, "gateway_connections", None)
