@@ -28,10 +28,12 @@ all; but a saturated worker's loop comes back to its listening socket only once 
 a burst of new connections waited in the kernel's queue: 128 connections opened at once to two busy workers
 got their first answers one every ~12 ms, the last after 1.5 s. A few at a time keeps the work split.
 
+Between two requests on a keep-alive connection the worker's other clients have their turn (`_taking_turns`).
+
 `install()` runs in each worker (gunicorn.conf.py's `post_worker_init`): gunicorn builds its HTTP/1
 response from the module's `Response` name, looks `util.http_date` and `message._ip_in_allow_list` up when
-it calls them, and a gevent worker makes its server from `ggevent.StreamServer` when it starts to run, so those
-names are pointed at what is here.
+it calls them, a gevent worker makes its server from `ggevent.StreamServer` when it starts to run and serves
+each request through its class's `handle_request`, so those names are pointed at what is here.
 """
 import errno
 import json
@@ -51,6 +53,7 @@ from gateway.translate.common import error_object
 ACCEPT_PER_WAKE = 4
 _PEERS_KEPT = 4096  # distinct client addresses remembered; past that the memo starts over
 _client_timeout = None  # seconds, set by install(): GATEWAY_CLIENT_TIMEOUT
+_TURN = 1e-6  # seconds: a timer due at the loop's next poll (see _taking_turns)
 
 
 class _Held:
@@ -194,12 +197,38 @@ def _accepting(server_class):
     return Server
 
 
+def _taking_turns(handle_request):
+    """A gevent worker's `handle_request` that lets the worker's other clients have their turn before this
+    connection's next request is read.
+
+    gunicorn serves a keep-alive connection in a loop, reading its next request as soon as it has answered one,
+    and a greenlet runs until it has to wait. A client that sends its next request at once (an SDK's pool,
+    nginx's keep-alive pool, wrk) and an upstream or Redis that answers before the gateway reads it (a cache
+    hit, a model server nearby) never make it wait: one connection was served over and over while the worker's
+    other clients waited. wrk on two workers, upstream calls, p99: 38 -> 7.8 ms at c=8, 195 -> 70 ms at c=64;
+    cache hits at c=8: 5.1 -> 2.3 ms. The mean stays what it was (p50 rises as much as the few served at once
+    lose); CPU +1.5% at most; c=1 unchanged.
+
+    The turn is a timer, not `sleep(0)`: gevent runs the callbacks `sleep(0)` queues before it next polls for
+    I/O, and a few connections taking turns that way kept the loop among themselves for its switch interval
+    (p99 11 ms at c=8). A timer comes due only after the poll, with the other clients' sockets."""
+    import gevent
+
+    def take_turns(self, listener_name, req, sock, addr):
+        handle_request(self, listener_name, req, sock, addr)
+        gevent.sleep(_TURN)
+    take_turns.unpatched = handle_request
+    return take_turns
+
+
 def install(client_timeout=None):
     global _client_timeout
     _client_timeout = client_timeout
     ggevent = sys.modules.get("gunicorn.workers.ggevent")  # loaded in a gevent worker only
     if ggevent is not None and not hasattr(ggevent.StreamServer, "unpatched"):
         ggevent.StreamServer = _accepting(ggevent.StreamServer)
+    if ggevent is not None and not hasattr(ggevent.GeventWorker.handle_request, "unpatched"):
+        ggevent.GeventWorker.handle_request = _taking_turns(ggevent.GeventWorker.handle_request)
     wsgi.Response = Response
     if not hasattr(util.http_date, "unmemoized"):
         util.http_date = _date_memo(util.http_date)

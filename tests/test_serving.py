@@ -1,7 +1,11 @@
 """gateway/serving.py's response puts the same bytes on the wire as gunicorn's own, in fewer sends."""
 import errno
+import json
 import importlib.util
 import os
+import subprocess
+import sys
+import textwrap
 
 import gevent.server
 import gevent.socket
@@ -117,6 +121,8 @@ def test_the_config_installs_it_in_each_worker(monkeypatch):
     from gunicorn.http import message
     from gunicorn.workers import ggevent
     monkeypatch.setattr(ggevent, "StreamServer", ggevent.StreamServer)
+    stock_handle_request = ggevent.GeventWorker.handle_request
+    monkeypatch.setattr(ggevent.GeventWorker, "handle_request", stock_handle_request)
     monkeypatch.setattr(wsgi, "Response", STOCK)
     monkeypatch.setattr(message, "_ip_in_allow_list", message._ip_in_allow_list)
     monkeypatch.setattr(util, "write_error", util.write_error)
@@ -133,8 +139,10 @@ def test_the_config_installs_it_in_each_worker(monkeypatch):
     assert hasattr(util.http_date, "unmemoized") and hasattr(message._ip_in_allow_list, "unmemoized")
     assert util.write_error is serving.write_error
     assert ggevent.StreamServer.unpatched is gevent.server.StreamServer
+    assert ggevent.GeventWorker.handle_request.unpatched is stock_handle_request
     conf.post_worker_init(object())  # twice (a reload): nothing is wrapped twice
     assert ggevent.StreamServer.unpatched is gevent.server.StreamServer
+    assert ggevent.GeventWorker.handle_request.unpatched is stock_handle_request
     assert not hasattr(util.http_date.unmemoized, "unmemoized")
     assert not hasattr(message._ip_in_allow_list.unmemoized, "unmemoized")
 
@@ -300,3 +308,39 @@ def test_connections_opened_at_once_are_taken_in_one_wake_not_one_a_wake():
         for c in clients + accepted:
             c.close()
     assert len(wakes) == 3  # taking one a wake, as gunicorn sets it: twelve
+
+
+def _turns(take_turn):
+    """The order in which five requests on one keep-alive connection and another client's waiting request are
+    served, each handled by `take_turn`, in a gevent hub of its own (a subprocess: not this test process's)."""
+    code = textwrap.dedent(f"""
+        from gevent import monkey; monkey.patch_all()
+        import gevent, gevent.socket, json
+        from gateway import serving
+        order = []
+        take = {take_turn}(lambda self, *args: order.append("request"))
+        mine, theirs = gevent.socket.socketpair()
+
+        def other_client():
+            gevent.socket.wait_read(mine.fileno())
+            order.append("other")
+        waiting = gevent.spawn(other_client)
+        gevent.sleep(0.05)  # it waits on its socket
+        theirs.sendall(b"GET / HTTP/1.1")  # and its request has come: it is ready to be served
+        for _ in range(5):
+            take(None, "listener", "req", "sock", "addr")
+        waiting.join(5)
+        print(json.dumps(order))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_between_two_requests_on_a_connection_the_workers_other_clients_have_their_turn():
+    order = _turns("serving._taking_turns")
+    # Served at the loop's next poll: after the request in hand and at most one more (the timer and the socket
+    # come due in the same poll), not after all of them.
+    assert sorted(order) == ["other"] + ["request"] * 5 and order.index("other") <= 2, order
+    # What gunicorn does alone: the connection is served on, and the other client waits for all of it.
+    assert _turns("(lambda handle: lambda *a: handle(*a))") == ["request"] * 5 + ["other"]
