@@ -10,7 +10,7 @@ import time
 from decimal import Decimal
 
 from sqlalchemy import Boolean, DateTime, Integer, Numeric, String
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 
 from gateway.jsonbytes import dumps
@@ -25,10 +25,9 @@ COLUMN_NAMES = frozenset(str(c.name) for c in COLUMNS)
 # statements.
 _MAX_ROWS_PER_STATEMENT = 1000
 _MAX_JSON_BYTES = 1 << 20
-_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
-_INSERT_STATEMENTS = {name: insert(TABLE).on_conflict_do_nothing(index_elements=["request_id"])
-                      for name, insert in _INSERTS.items()}
-_JSON_INSERT_SQL = {}  # dialect name -> the INSERT ... SELECT FROM json_populate_recordset text (PostgreSQL)
+_SQLITE_INSERT = sqlite.insert(TABLE).on_conflict_do_nothing(index_elements=["request_id"])
+_JSON_INSERT_SQL = {}  # (dialect name, ON CONFLICT or not) -> INSERT ... SELECT FROM json_populate_recordset
+_UNIQUE_VIOLATION = "23505"  # PostgreSQL's SQLSTATE
 
 
 def _kind(column):
@@ -149,7 +148,7 @@ def normalize(row):
     return out
 
 
-def insert_ignoring_duplicates(engine, rows):
+def insert_ignoring_duplicates(engine, rows, new=False):
     """Insert normalized rows, skipping request_ids already stored; returns the number inserted.
 
     At most `_MAX_ROWS_PER_STATEMENT` rows per statement, all in one transaction. On PostgreSQL the rows go as
@@ -158,34 +157,52 @@ def insert_ignoring_duplicates(engine, rows):
     value as a parameter had psycopg2 quote 24 values a row (~25 µs), in the worker's event loop; SQLAlchemy's
     compiled `.values(rows)` cost more still, and an executemany() of ON CONFLICT is sent by psycopg2 as one
     statement per row. SQLite runs in process, so there executemany() of one cached statement is the cheap way.
+
+    `new`: rows never offered to the database before, as a live batch's are (the gateway makes each request_id
+    afresh; a batch that may have been stored goes to the spool, whose replay passes new=False). On PostgreSQL
+    they are sent as a plain INSERT: ON CONFLICT checks the unique index and inserts each row speculatively,
+    which cost PostgreSQL 12.5 µs a row here where a plain insert cost 10.2 (batches of 200). Should one of them
+    be stored after all, the unique violation undoes the transaction and the batch is inserted again, skipping
+    duplicates.
     """
     name = engine.dialect.name
-    stmt = _INSERT_STATEMENTS.get(name)
-    if stmt is None:
+    if name == "postgresql":
+        if new:
+            try:
+                return _insert_json(engine, rows, conflicts=False)
+            except IntegrityError as e:
+                if getattr(e.orig, "pgcode", None) != _UNIQUE_VIOLATION:
+                    raise
+        return _insert_json(engine, rows, conflicts=True)
+    if name != "sqlite":
         raise NotImplementedError(f"log writer: unsupported database {name!r}")
     inserted = 0
     with engine.begin() as conn:
-        if name == "postgresql":
-            sql = _json_insert_sql(engine.dialect)
-            for i, array in enumerate(_json_arrays(rows)):
-                if i:
-                    time.sleep(0)  # under gevent the writer is a greenlet: requests run between statements
-                inserted += conn.exec_driver_sql(sql, (array,)).rowcount
-        else:
-            for start in range(0, len(rows), _MAX_ROWS_PER_STATEMENT):
-                batch = [{**_ALL_NULL, **row} for row in rows[start:start + _MAX_ROWS_PER_STATEMENT]]
-                inserted += conn.execute(stmt, batch).rowcount
+        for start in range(0, len(rows), _MAX_ROWS_PER_STATEMENT):
+            batch = [{**_ALL_NULL, **row} for row in rows[start:start + _MAX_ROWS_PER_STATEMENT]]
+            inserted += conn.execute(_SQLITE_INSERT, batch).rowcount
     return inserted
 
 
-def _json_insert_sql(dialect):
-    sql = _JSON_INSERT_SQL.get(dialect.name)
+def _insert_json(engine, rows, conflicts):
+    sql = _json_insert_sql(engine.dialect, conflicts)
+    inserted = 0
+    with engine.begin() as conn:
+        for i, array in enumerate(_json_arrays(rows)):
+            if i:
+                time.sleep(0)  # under gevent the writer is a greenlet: requests run between statements
+            inserted += conn.exec_driver_sql(sql, (array,)).rowcount
+    return inserted
+
+
+def _json_insert_sql(dialect, conflicts):
+    sql = _JSON_INSERT_SQL.get((dialect.name, conflicts))
     if sql is None:
         quote = dialect.identifier_preparer.quote
         table, columns = quote(TABLE.name), ", ".join(quote(c.name) for c in COLUMNS)
-        sql = _JSON_INSERT_SQL[dialect.name] = (
-            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM json_populate_recordset(NULL::{table}, %s::json)"
-            f" ON CONFLICT ({quote('request_id')}) DO NOTHING")
+        sql = (f"INSERT INTO {table} ({columns}) SELECT {columns} FROM json_populate_recordset(NULL::{table}, %s::json)"
+               + (f" ON CONFLICT ({quote('request_id')}) DO NOTHING" if conflicts else ""))
+        _JSON_INSERT_SQL[(dialect.name, conflicts)] = sql
     return sql
 
 

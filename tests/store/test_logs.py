@@ -41,6 +41,45 @@ def test_a_batch_is_stored_once_and_a_repeat_only_adds_the_new_rows(engine):
     assert all_stored_once(engine, [r["request_id"] for r in rows + fresh])
 
 
+def test_a_new_batch_is_sent_as_a_plain_insert_and_stored_once(engine):
+    rows = [normalize(log_row()) for _ in range(50)]
+    seen = statements(engine)
+    assert insert_ignoring_duplicates(engine, rows, new=True) == len(rows)
+    assert all_stored_once(engine, [r["request_id"] for r in rows])
+    if engine.dialect.name == "postgresql":
+        # A live batch's request_ids are new: PostgreSQL is spared ON CONFLICT's speculative insertion.
+        inserts = [sql for sql, _, _ in seen if sql.startswith("INSERT")]
+        assert len(inserts) == 1 and "ON CONFLICT" not in inserts[0]
+
+
+def test_a_new_batch_holding_a_stored_row_is_inserted_again_skipping_it(engine):
+    stored = [normalize(log_row()) for _ in range(5)]
+    assert insert_ignoring_duplicates(engine, stored) == 5
+    fresh = [normalize(log_row()) for _ in range(20)]
+    seen = statements(engine)
+    assert insert_ignoring_duplicates(engine, fresh[:10] + stored[2:3] + fresh[10:], new=True) == 20
+    assert all_stored_once(engine, [r["request_id"] for r in stored + fresh])
+    if engine.dialect.name == "postgresql":
+        inserts = [sql for sql, _, _ in seen if sql.startswith("INSERT")]
+        assert ["ON CONFLICT" in sql for sql in inserts] == [False, True]
+
+
+def test_a_new_batch_refused_for_another_reason_is_not_retried(engine):
+    from sqlalchemy.exc import IntegrityError
+    row = normalize(log_row())
+    del row["endpoint"]  # NOT NULL
+    seen = statements(engine)
+    with pytest.raises(IntegrityError):
+        insert_ignoring_duplicates(engine, [row], new=True)
+    assert len([sql for sql, _, _ in seen if sql.startswith("INSERT")]) == 1
+    assert not _stored(engine, row["request_id"])
+
+
+def _stored(engine, request_id):
+    with engine.connect() as conn:
+        return conn.execute(select(T.c.request_id).where(T.c.request_id == request_id)).all()
+
+
 def test_more_rows_than_a_statement_holds(engine):
     rows = [normalize(log_row()) for _ in range(_MAX_ROWS_PER_STATEMENT * 2 + 7)]
     assert insert_ignoring_duplicates(engine, rows) == len(rows)

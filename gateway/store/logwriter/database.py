@@ -24,11 +24,12 @@ class _DatabaseDown(Exception):
 class _DatabaseWrites:
     """LogWriter's database methods (a mixin: the state is LogWriter's, see `writer.LogWriter.__init__`)."""
 
-    def _commit(self, rows):
+    def _commit(self, rows, new=False):
         """Insert normalized rows, skipping stored request_ids; returns how many were inserted. Rows
-        the database refuses are found one by one and set aside. Raises _DatabaseDown."""
+        the database refuses are found one by one and set aside. Raises _DatabaseDown. `new`: a live batch,
+        never offered to the database before (see `insert_ignoring_duplicates`)."""
         try:
-            inserted = self._insert(rows)
+            inserted = self._insert(rows, new)
         except Exception as e:  # noqa: BLE001 - classified here
             if not _is_bad_data(e):
                 raise _DatabaseDown() from e
@@ -47,10 +48,10 @@ class _DatabaseWrites:
         self._reject(bad)
         return inserted
 
-    def _insert(self, rows):
+    def _insert(self, rows, new=False):
         engine = self.engine
         with time_limit(engine, _WRITE_TIMEOUT):
-            return insert_ignoring_duplicates(engine, rows)
+            return insert_ignoring_duplicates(engine, rows, new)
 
     def _mark_down(self, exc):
         if not self._down:

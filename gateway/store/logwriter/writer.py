@@ -281,7 +281,7 @@ class LogWriter(_DatabaseWrites, _SpoolReplay, _DiskFallback):
                 self._to_spool(good)  # known to be down: do not wait on a connection per batch
             else:
                 try:
-                    inserted = self._commit(good)
+                    inserted = self._commit(good, new=True)
                 except _DatabaseDown as e:
                     self._mark_down(e.__cause__)
                     self._to_spool(good)
