@@ -160,35 +160,6 @@ def when_ready(server):
         raise SystemExit(4)
 
 
-# Fairness between keep-alive clients. A request that never waits (a cache hit whose Redis reply is already
-# there, its client's next request already read) runs through without giving the event loop a turn, and so
-# does the next one on the same connection: under load one client is served back to back while the others
-# wait (cache hits at c=64: p99 650-1,050 ms, the slowest ~1.9 s). A request that did not yield once yields
-# at its end; one that waited (an upstream call) has already had its turn and pays nothing.
-def pre_request(worker, req):
-    req.gateway_loop_mark = _loop_now()
-
-
-def post_request(worker, req, environ, resp):
-    mark = getattr(req, "gateway_loop_mark", None)
-    if mark is not None and _loop_now() == mark:
-        import gevent
-        gevent.sleep(0)
-
-
-def _loop_now():
-    """The event loop's clock, which moves only when the loop runs: unchanged = this greenlet never yielded.
-    None in a worker that is not gevent's (sync, gthread): there a hub's loop never runs."""
-    try:
-        import gevent
-        from gevent import monkey
-        if not monkey.is_module_patched("socket"):
-            return None
-        return gevent.get_hub().loop.now()
-    except Exception:  # noqa: BLE001 - no gevent at all: nothing to balance
-        return None
-
-
 # The access log line, written straight for the format above. gunicorn's own path builds a dict of every
 # request header, response header and environ variable (and escapes each) for a line that reads six of
 # them: ~6% of a cache hit's CPU. The line is the same (a test compares them) and goes through the same

@@ -207,11 +207,14 @@ def _taking_turns(handle_request):
     hit, a model server nearby) never make it wait: one connection was served over and over while the worker's
     other clients waited. wrk on two workers, upstream calls, p99: 38 -> 7.8 ms at c=8, 195 -> 70 ms at c=64;
     cache hits at c=8: 5.1 -> 2.3 ms. The mean stays what it was (p50 rises as much as the few served at once
-    lose); CPU +1.5% at most; c=1 unchanged.
+    lose); c=1 unchanged.
 
-    The turn is a timer, not `sleep(0)`: gevent runs the callbacks `sleep(0)` queues before it next polls for
-    I/O, and a few connections taking turns that way kept the loop among themselves for its switch interval
-    (p99 11 ms at c=8). A timer comes due only after the poll, with the other clients' sockets."""
+    The turn is a timer (~4 µs), not `sleep(0)`: gevent runs the callbacks `sleep(0)` queues before it polls
+    for I/O, so a client waiting on its socket was still served last. A timer comes due only after the loop's
+    next poll, with the other clients' sockets. Every request takes it, also one that waited (on an upstream,
+    say) and so let the others run already: skipping the turn for those (the loop's iteration count had moved)
+    measured worse at c=64, p99 95 against 64 ms and 7% fewer requests a second, as each such connection's
+    next read then came before the others' and mostly found nothing yet."""
     import gevent
 
     def take_turns(self, listener_name, req, sock, addr):

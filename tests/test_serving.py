@@ -312,25 +312,30 @@ def test_connections_opened_at_once_are_taken_in_one_wake_not_one_a_wake():
 
 def _turns(take_turn):
     """The order in which five requests on one keep-alive connection and another client's waiting request are
-    served, each handled by `take_turn`, in a gevent hub of its own (a subprocess: not this test process's)."""
+    served, each handled by `take_turn`; and how many turns were taken. In a gevent
+    hub of its own (a subprocess: not this test process's)."""
     code = textwrap.dedent(f"""
         from gevent import monkey; monkey.patch_all()
         import gevent, gevent.socket, json
         from gateway import serving
-        order = []
-        take = {take_turn}(lambda self, *args: order.append("request"))
+        order, turns, sleep = [], [], gevent.sleep
+        gevent.sleep = lambda seconds=0, **kw: (seconds == serving._TURN and turns.append(1), sleep(seconds))
+
+        def handle(self, *args):
+            order.append("request")
+        take = {take_turn}(handle)
         mine, theirs = gevent.socket.socketpair()
 
         def other_client():
             gevent.socket.wait_read(mine.fileno())
             order.append("other")
         waiting = gevent.spawn(other_client)
-        gevent.sleep(0.05)  # it waits on its socket
+        sleep(0.05)  # it waits on its socket
         theirs.sendall(b"GET / HTTP/1.1")  # and its request has come: it is ready to be served
         for _ in range(5):
             take(None, "listener", "req", "sock", "addr")
         waiting.join(5)
-        print(json.dumps(order))
+        print(json.dumps([order, len(turns)]))
     """)
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -338,9 +343,10 @@ def _turns(take_turn):
 
 
 def test_between_two_requests_on_a_connection_the_workers_other_clients_have_their_turn():
-    order = _turns("serving._taking_turns")
+    order, turns = _turns("serving._taking_turns")
     # Served at the loop's next poll: after the request in hand and at most one more (the timer and the socket
     # come due in the same poll), not after all of them.
     assert sorted(order) == ["other"] + ["request"] * 5 and order.index("other") <= 2, order
+    assert turns == 5
     # What gunicorn does alone: the connection is served on, and the other client waits for all of it.
-    assert _turns("(lambda handle: lambda *a: handle(*a))") == ["request"] * 5 + ["other"]
+    assert _turns("(lambda handle: lambda *a: handle(*a))")[0] == ["request"] * 5 + ["other"]
