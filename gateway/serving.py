@@ -219,7 +219,12 @@ def _taking_turns(handle_request):
 
     def take_turns(self, listener_name, req, sock, addr):
         handle_request(self, listener_name, req, sock, addr)
-        gevent.sleep(_TURN)
+        try:
+            gevent.sleep(_TURN)
+        except gevent.GreenletExit:
+            # A stopping worker killing its handlers: close the connection as gunicorn does when a response
+            # asks to, not through its error path, which would log an error and write a 500 after the answer.
+            raise StopIteration from None
     take_turns.unpatched = handle_request
     return take_turns
 

@@ -350,3 +350,13 @@ def test_between_two_requests_on_a_connection_the_workers_other_clients_have_the
     assert turns == 5
     # What gunicorn does alone: the connection is served on, and the other client waits for all of it.
     assert _turns("(lambda handle: lambda *a: handle(*a))")[0] == ["request"] * 5 + ["other"]
+
+
+def test_a_connection_killed_during_its_turn_is_closed_quietly():
+    # gunicorn's keep-alive loop closes a connection on StopIteration; anything else goes to its error path,
+    # which logs an error and writes a 500 to a client that already has its answer.
+    take = serving._taking_turns(lambda *args: None)
+    handler = gevent.spawn(take, None, "listener", "req", "sock", "addr")
+    gevent.sleep(0)  # it has answered and waits for its turn
+    handler.kill()
+    assert isinstance(handler.exception, StopIteration)
