@@ -316,10 +316,10 @@ def _turns(take_turn):
     hub of its own (a subprocess: not this test process's)."""
     code = textwrap.dedent(f"""
         from gevent import monkey; monkey.patch_all()
-        import gevent, gevent.socket, json
-        from gateway import serving
-        order, turns, sleep = [], [], gevent.sleep
-        gevent.sleep = lambda seconds=0, **kw: (seconds == serving._TURN and turns.append(1), sleep(seconds))
+        import gevent, gevent.socket, json, time
+        from gateway import serving, turns as turns_module
+        order, turns, sleep = [], [], time.sleep  # gevent's, patched in
+        time.sleep = lambda seconds=0: (seconds == turns_module.TURN and turns.append(1), sleep(seconds))
 
         def handle(self, *args):
             order.append("request")
@@ -352,9 +352,10 @@ def test_between_two_requests_on_a_connection_the_workers_other_clients_have_the
     assert _turns("(lambda handle: lambda *a: handle(*a))")[0] == ["request"] * 5 + ["other"]
 
 
-def test_a_connection_killed_during_its_turn_is_closed_quietly():
+def test_a_connection_killed_during_its_turn_is_closed_quietly(monkeypatch):
     # gunicorn's keep-alive loop closes a connection on StopIteration; anything else goes to its error path,
     # which logs an error and writes a 500 to a client that already has its answer.
+    monkeypatch.setattr("time.sleep", gevent.sleep)  # as gevent's patching leaves it in a worker
     take = serving._taking_turns(lambda *args: None)
     handler = gevent.spawn(take, None, "listener", "req", "sock", "addr")
     gevent.sleep(0)  # it has answered and waits for its turn

@@ -6,7 +6,6 @@ import datetime as dt
 import decimal
 import json
 import math
-import time
 from decimal import Decimal
 
 from sqlalchemy import Boolean, DateTime, Integer, Numeric, String
@@ -14,6 +13,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 
 from gateway.jsonbytes import dumps
+from gateway.turns import take_turn
 from gateway.store.models import gateway_logs
 
 TABLE = gateway_logs
@@ -190,7 +190,7 @@ def _insert_json(engine, rows, conflicts):
     with engine.begin() as conn:
         for i, array in enumerate(_json_arrays(rows)):
             if i:
-                time.sleep(0)  # under gevent the writer is a greenlet: requests run between statements
+                take_turn()  # under gevent the writer is a greenlet: requests run between statements
             inserted += conn.exec_driver_sql(sql, (array,)).rowcount
     return inserted
 

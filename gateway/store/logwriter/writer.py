@@ -8,6 +8,7 @@ import threading
 import time
 
 from gateway.deadline import gevent_patched
+from gateway.turns import take_turn
 from gateway.store.logs import normalize
 from gateway.store.spool import waiting_bytes
 
@@ -279,7 +280,7 @@ class LogWriter(_DatabaseWrites, _SpoolReplay, _DiskFallback):
             except (ValueError, TypeError) as e:
                 bad.append((row, e))
             if i % _YIELD_EVERY == 0:
-                time.sleep(0)  # under gevent this thread is a greenlet: let requests run between slices
+                take_turn()  # under gevent this thread is a greenlet: let requests run between slices
         self._reject(bad)
         if good:
             if self._down and time.monotonic() < self._next_probe:
