@@ -149,21 +149,6 @@ def test_rows_are_inserted_in_batches_and_a_backlog_in_larger_ones(engine, spool
     assert writer.queue_depth() == 0
 
 
-def test_what_a_busy_worker_logs_within_a_flush_interval_goes_in_one_statement(engine, spool_dir, make_writer):
-    """Each batch costs the database and the worker the same again whatever its size: the rows a busy worker
-    logs within one flush interval (~650 at saturation here) go in one batch, not in batches of 200."""
-    inserts = InsertCounter(engine)
-    writer = make_writer(engine, spool_dir, flush_interval=0.5)
-    writer.enqueue(log_row())
-    assert writer.flush(10)  # the writer is up and has found the database
-    before = inserts.count
-    ids = [new_id() for _ in range(650)]
-    for request_id in ids:
-        writer.enqueue(log_row(request_id))
-    assert writer.flush(20)
-    assert all_stored_once(engine, ids) and inserts.count - before == 1
-
-
 def test_live_rows_go_as_a_plain_insert_and_spooled_ones_skipping_duplicates(request, spool_dir, make_writer):
     """A live batch is new to the database (PostgreSQL spares ON CONFLICT's work for it); a spool file may hold
     rows a lost acknowledgement left stored, so its replay skips them."""

@@ -18,11 +18,6 @@ from .replay import _SpoolReplay
 
 log = logging.getLogger("gateway.logs")
 
-# Rows a batch at most; the flush interval ends a batch sooner (at 1,300 rows a second a worker, ~650 rows). Each
-# batch costs the same again whatever its size (a pool check-out with its ping, a transaction, a statement to
-# plan): at saturation, with up to 200 rows a batch (128 on average), logging cost PostgreSQL 16 µs and the worker
-# 17 µs a request; with up to 1,000, 12 and 11 (6 interleaved runs each, c=64, against ~560 µs a request).
-BATCH_ROWS = 1000
 _YIELD_EVERY = 64  # rows normalized between yields (~0.5 ms of CPU): a batch must not stall a worker's requests
 # Behind by more than two batches, the writer takes up to this many batches' rows at once. Under gevent it runs
 # between the requests of a busy worker, and each yield or database round trip waits a turn behind all of them
@@ -38,7 +33,7 @@ class LogWriter(_DatabaseWrites, _SpoolReplay, _DiskFallback):
     with the first `enqueue` (or `start()`), in the process that uses the writer, never before a fork.
     """
 
-    def __init__(self, engine, spool_dir, batch_size=BATCH_ROWS, flush_interval=0.5, max_queue=10000,
+    def __init__(self, engine, spool_dir, batch_size=200, flush_interval=0.5, max_queue=10000,
                  probe_seconds=2.0):
         self.engine = engine
         self.spool_dir = os.path.abspath(spool_dir)
