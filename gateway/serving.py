@@ -44,8 +44,8 @@ from gunicorn import util
 from gunicorn.http import message, wsgi
 
 from gateway.balance import Balanced
-from gateway.turns import take_turn
 from gateway.translate.common import error_object
+from gateway.turns import take_turn
 
 # A bare Flask echo, gunicorn with 2 gevent workers, wrk at c=64 / c=128 (new connections each run): p99 450 ms
 # / 1.1 s taking 1 a wake, 81 / 155 ms taking 4, 29 / 61 ms taking 16. The gateway at c=64, 4 against 1, by
@@ -210,10 +210,10 @@ def _taking_turns(handle_request):
     lose); c=1 unchanged.
 
     The turn is a timer (~4 µs, gateway/turns.py), not `sleep(0)`, which left a client waiting on its socket
-    served last. Every request takes it, also one that waited (on an upstream,
-    say) and so let the others run already: skipping the turn for those (the loop's iteration count had moved)
-    measured worse at c=64, p99 95 against 64 ms and 7% fewer requests a second, as each such connection's
-    next read then came before the others' and mostly found nothing yet."""
+    served last. Every request takes it, also one that waited (on an upstream, say) and so let the others run
+    already: skipping the turn for those (the loop's iteration count had moved) measured worse at c=64, p99 95
+    against 64 ms and 7% fewer requests a second, as each such connection's next read then came before the
+    others' and mostly found nothing yet."""
     import gevent
 
     def take_turns(self, listener_name, req, sock, addr):

@@ -13,8 +13,8 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 
 from gateway.jsonbytes import dumps
-from gateway.turns import take_turn
 from gateway.store.models import gateway_logs
+from gateway.turns import take_turn
 
 TABLE = gateway_logs
 COLUMNS = [c for c in TABLE.columns if c.name != "id"]

@@ -8,9 +8,9 @@ import threading
 import time
 
 from gateway.deadline import gevent_patched
-from gateway.turns import take_turn
 from gateway.store.logs import normalize
 from gateway.store.spool import waiting_bytes
+from gateway.turns import take_turn
 
 from .database import _DatabaseDown, _DatabaseWrites
 from .disk import _DiskFallback
