@@ -559,3 +559,34 @@ def test_under_gevent_enqueue_never_yields(sqlite_url, tmp_path):
     out = json.loads(result.stdout.strip().splitlines()[-1])
     # Batches of 10 filled, each waking the writer, and a flush; a burst wakes it once, not once a row after.
     assert out == {"switches": [], "wakes": [1], "written": 50}
+
+
+def test_under_gevent_clients_waiting_on_their_sockets_run_between_the_writers_slices(tmp_path):
+    """The writer normalizes a batch in slices; between them a client whose request has come must be served,
+    not only after the whole batch (a pause of sleep(0) let no client waiting on a socket run)."""
+    code = textwrap.dedent(f"""
+        from gevent import monkey; monkey.patch_all()
+        import gevent, gevent.socket, json
+        from gateway.extensions import make_engine
+        from gateway.store.logwriter import writer as writer_module
+        from tests.store.test_logwriter import log_row
+        order, normalize = [], writer_module.normalize
+        writer_module.normalize = lambda row: (order.append("row"), normalize(row))[1]
+        writer = writer_module.LogWriter(make_engine("sqlite:///{tmp_path}/gw.db"), "{tmp_path}/spool")
+        mine, theirs = gevent.socket.socketpair()
+
+        def other_client():
+            gevent.socket.wait_read(mine.fileno())
+            order.append("other")
+        waiting = gevent.spawn(other_client)
+        gevent.sleep(0.05)
+        theirs.sendall(b"GET / HTTP/1.1")
+        writer._store([log_row() for _ in range(256)])
+        waiting.join(5)
+        print(json.dumps(order.index("other")))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-3000:]
+    # At the loop's next poll: after the slice in hand and at most one more (the writer's timer and the socket
+    # come due in the same poll), not after all four slices.
+    assert json.loads(out.stdout) <= 2 * 64
