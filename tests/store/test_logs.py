@@ -145,3 +145,11 @@ def test_values_already_of_their_columns_type_pass_through_and_others_are_still_
     assert len(normalize(log_row(model="m" * 1000))["model"]) == logs._LENGTHS["model"]
     assert normalize(log_row(cost_usd=Decimal("0.12345678901")))["cost_usd"] == Decimal("0.12345678901").quantize(
         logs._SCALES["cost_usd"])
+
+
+def test_a_column_the_table_does_not_have_makes_the_row_bad():
+    from gateway.store import logs
+    with pytest.raises(logs.BadRow, match="unknown columns: colour, shape"):
+        normalize(log_row(shape="round", colour="red"))
+    with pytest.raises(logs.BadRow, match="unknown columns: id"):
+        normalize(log_row(id=7))  # the table's own key is not the writer's to set
