@@ -164,7 +164,7 @@ def create_app(settings=None):
         g_ = g._get_current_object()  # each access through a proxy is a context look-up
         g_.start = time.perf_counter()
         g_.deadline = time.monotonic() + settings.deadline
-        g_.request_id = "req_" + ids.token_hex(12)
+        g_.request_id = ids.request_id()
         gw.start_background()
         answer = cors.preflight(settings.cors_origins)
         if answer is not None:

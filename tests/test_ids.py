@@ -42,3 +42,16 @@ def test_a_forked_child_does_not_repeat_its_parents_next_ids():
     child = os.read(read, 64).decode()
     os.waitpid(pid, 0)
     assert child != ids.token_hex(12)
+
+
+def test_request_ids_start_with_the_time_and_sort_in_the_order_they_were_made():
+    import time
+    before = time.time_ns() // 1_000_000
+    first = ids.request_id()
+    time.sleep(0.002)
+    later = [ids.request_id() for _ in range(100)]
+    after = time.time_ns() // 1_000_000
+    assert all(re.fullmatch(r"req_[0-9a-f]{28}", i) for i in [first, *later])
+    assert before <= int(first[4:16], 16) <= after
+    assert all(first < i for i in later)  # a millisecond or more apart: in order
+    assert len({i[16:] for i in later}) == 100  # within one: told apart by their random part
