@@ -111,13 +111,13 @@ def record(gw, status, stream=False):
         "end_user": (body.get("user") if isinstance(body, dict) and isinstance(body.get("user"), str) else None),
         "created_at": dt.datetime.now(dt.timezone.utc),
     }
+    # Labels only from the model table: a client's made-up model names must not become metric series.
+    label = row["model_served"] or (row["model"] if row["model"] in gw.registry.models else "unknown")
+    metrics.observe(label, row["provider"], status, latency, usage, g_.get("cost"),
+                    g_.get("ttft"), outcome, values.get("cache_result"))
     if gw.settings.log_requests:  # GATEWAY_LOG_REQUESTS=false: metrics only, no row (e.g. to measure the writer)
         if gw.settings.log_bodies and isinstance(body, dict):
             row["request_body"] = _loggable(body.get("messages"))
             if g_.get("answer") is not None:
                 row["response_body"] = _loggable(g_.answer)
         gw.log_writer.enqueue(row)
-    # Labels only from the model table: a client's made-up model names must not become metric series.
-    label = row["model_served"] or (row["model"] if row["model"] in gw.registry.models else "unknown")
-    metrics.observe(label, row["provider"], status, latency, usage, g_.get("cost"),
-                    g_.get("ttft"), outcome, values.get("cache_result"))

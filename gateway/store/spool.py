@@ -39,8 +39,8 @@ def _jsonable(value):
 
 def encode(row):
     """One spool line for a row. Decimals and datetimes are strings; `decode` turns them back by
-    column type, so the round trip is exact."""
-    row = normalize(row)
+    column type, so the round trip is exact. `row` is left as it was."""
+    row = normalize(dict(row))
     return (json.dumps({k: _jsonable(v) for k, v in row.items()}, separators=(",", ":")) + "\n").encode()
 
 

@@ -153,3 +153,19 @@ def test_a_column_the_table_does_not_have_makes_the_row_bad():
         normalize(log_row(shape="round", colour="red"))
     with pytest.raises(logs.BadRow, match="unknown columns: id"):
         normalize(log_row(id=7))  # the table's own key is not the writer's to set
+
+
+def test_a_row_is_normalized_in_place_and_its_empty_columns_dropped():
+    row = log_row(latency_ms=12.6, error_message=None, cache_hit=None)
+    out = normalize(row)
+    assert out is row  # the writer owns the row: no second dict per row
+    assert row["latency_ms"] == 13 and "error_message" not in row
+    assert row["cache_hit"] is False and row["stream"] is False  # booleans default to False
+
+
+def test_a_row_written_to_the_spool_is_left_as_the_caller_had_it():
+    from gateway.store.spool import decode, encode
+    row = log_row(latency_ms=12.6, error_message=None)
+    before = dict(row)
+    assert decode(encode(row))["latency_ms"] == 13
+    assert row == before

@@ -79,9 +79,11 @@ class LogWriter(_DatabaseWrites, _SpoolReplay, _DiskFallback):
     # --- the request path ---------------------------------------------------------------------
 
     def enqueue(self, row):
-        """Queue one row (keys: gateway_logs column names). O(1); never blocks, never raises."""
+        """Queue one row (a dict, keys: gateway_logs column names), which the writer then owns: the caller must
+        not change it afterwards (the writer normalizes it in place). O(1); never blocks, never raises."""
         try:
-            row = dict(row)
+            if type(row) is not dict:
+                raise TypeError(f"a request log row is a dict, not {type(row).__name__}")
             if self._greenlets and self._thread is not None and self._depth < self.max_queue and not self._stopping:
                 # Under gevent the writer is a greenlet of this thread, and no greenlet runs until this one blocks:
                 # these steps are as atomic as under the lock, which cost every request ~2% of a worker's CPU
