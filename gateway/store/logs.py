@@ -17,7 +17,7 @@ from gateway.store.models import gateway_logs
 from gateway.turns import take_turn
 
 TABLE = gateway_logs
-COLUMNS = [c for c in TABLE.columns if c.name != "id"]
+COLUMNS = list(TABLE.columns)
 COLUMN_NAMES = frozenset(str(c.name) for c in COLUMNS)
 # Rows per statement. SQLite caps placeholders per statement (32766: 1,365 rows of 24 columns); on PostgreSQL a
 # batch travels as JSON parameters of at most _MAX_JSON_BYTES each (1,000 plain rows are ~300 KB and one

@@ -52,8 +52,8 @@ model_pricing = Table(
 
 gateway_logs = Table(
     "gateway_logs", metadata,
-    Column("id", Id, primary_key=True, autoincrement=True),
-    Column("request_id", String(64), nullable=False, unique=True),
+    # The key is the id the client was given (X-Request-Id); no serial id: alembic/versions/0003_log_request_id_key.py
+    Column("request_id", String(64), primary_key=True),
     Column("api_key_id", BigInteger, nullable=True),
     Column("endpoint", String(100), nullable=False),
     Column("model", String(200), nullable=True),

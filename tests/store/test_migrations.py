@@ -27,7 +27,7 @@ EXPECTED_COLUMNS = {
                  "cache_ttl_seconds", "created_at", "last_used_at", "revoked_at"},
     "model_pricing": {"id", "model", "provider", "input_per_million", "output_per_million",
                       "cached_input_per_million", "cache_write_per_million", "effective_from"},
-    "gateway_logs": {"id", "request_id", "api_key_id", "endpoint", "model", "model_served", "provider",
+    "gateway_logs": {"request_id", "api_key_id", "endpoint", "model", "model_served", "provider",
                      "original_provider", "status_code", "prompt_tokens", "completion_tokens", "total_tokens",
                      "cost_usd", "latency_ms", "cache_hit", "failover_used", "error_message", "customer_id",
                      "feature", "end_user", "created_at", "attempts", "cached_tokens", "saved_usd", "stream",
@@ -49,8 +49,9 @@ def test_schema_is_the_same_on_both_databases(migrated_url):
         assert {c["name"] for c in insp.get_columns(table)} == columns
     unique = {tuple(u["column_names"]) for u in insp.get_unique_constraints("api_keys")}
     assert ("key_hash",) in unique
-    # One index on the log table, the one its readers use: every index is written on every request.
+    # One index on the log table besides its key, the one its readers use: every index is written on every request.
     assert log_indexes(engine) == {("created_at",)}
+    assert insp.get_pk_constraint("gateway_logs")["constrained_columns"] == ["request_id"]
     assert is_current(engine, migrated_url)
 
 
@@ -91,6 +92,45 @@ def test_upgrading_a_database_with_logs_keeps_them_and_the_report_still_reads_th
     downgrade_to(empty_url, "0001")
     engine = make_engine(empty_url)
     assert {i["name"] for i in inspect(engine).get_indexes("gateway_logs")} == old_indexes
+    engine.dispose()
+
+
+def test_the_log_key_becomes_request_id_and_back_with_the_rows_kept(empty_url):
+    upgrade(empty_url, "0002")
+    engine = make_engine(empty_url)
+    old = [log_row(f"req_{n:04d}", model=f"m{n}") for n in range(5)]
+    with engine.begin() as conn:  # rows as 0002 stored them, each with its serial id
+        conn.execute(text("INSERT INTO gateway_logs (request_id, endpoint, model, status_code, cache_hit, "
+                          "failover_used, stream, created_at) VALUES (:request_id, :endpoint, :model, "
+                          ":status_code, false, false, false, :created_at)"), old)
+    engine.dispose()
+
+    upgrade(empty_url)
+    engine = make_engine(empty_url)
+    insp = inspect(engine)
+    assert "id" not in {c["name"] for c in insp.get_columns("gateway_logs")}
+    assert insp.get_pk_constraint("gateway_logs")["constrained_columns"] == ["request_id"]
+    assert log_indexes(engine) == {("created_at",)}
+    with engine.connect() as conn:
+        assert dict(conn.execute(text("SELECT request_id, model FROM gateway_logs")).all()) == {
+            r["request_id"]: r["model"] for r in old}
+    # a replayed row is still skipped, now by the primary key
+    assert insert_ignoring_duplicates(engine, [normalize(log_row("req_0001")), normalize(log_row("req_0099"))]) == 1
+    engine.dispose()
+
+    downgrade_to(empty_url, "0002")
+    engine = make_engine(empty_url)
+    insp = inspect(engine)
+    assert insp.get_pk_constraint("gateway_logs")["constrained_columns"] == ["id"]
+    assert ("request_id",) in {tuple(u["column_names"]) for u in insp.get_unique_constraints("gateway_logs")}
+    with engine.begin() as conn:
+        ids = dict(conn.execute(text("SELECT request_id, id FROM gateway_logs")).all())
+        assert len(ids) == 6 and len(set(ids.values())) == 6 and None not in ids.values()
+        conn.execute(text("INSERT INTO gateway_logs (request_id, endpoint, status_code, cache_hit, failover_used, "
+                          "stream, created_at) VALUES ('req_new', '/v1/x', 200, false, false, false, "
+                          "CURRENT_TIMESTAMP)"))  # a new row gets an id of its own again
+        new_id = conn.execute(text("SELECT id FROM gateway_logs WHERE request_id = 'req_new'")).scalar_one()
+    assert new_id not in ids.values()
     engine.dispose()
 
 
