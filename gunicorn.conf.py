@@ -9,8 +9,10 @@ import sys
 # - PYTHONMALLOC=malloc: the C library's allocator, not Python's own. Python's returns a 1 MB arena to the system
 #   only once every object in it is gone, and the few objects a burst leaves behind (a lazily made metric, a cache
 #   entry) are spread over all of them: after 1,000 streams a worker kept ~35 MB it no longer used, whatever it
-#   did. glibc's malloc_trim gives free pages back wherever they are (gateway/memory.py). Measured here: no CPU
-#   difference beyond the noise. (`pymalloc` for Python's own.)
+#   did. glibc's malloc_trim gives free pages back wherever they are (gateway/memory.py). The price is CPU: in
+#   interleaved runs at c=64 (2026-11-27) the workers used 6-12% less CPU a request with pymalloc; but the bench's
+#   RSS 12 s after its streams was 100 MB a worker with pymalloc (and with mimalloc), 77 MB with this. (`pymalloc`
+#   for Python's own.)
 # - PYTHONOPTIMIZE=2: no docstrings in memory (nor asserts; the gateway's code has none). Every module a worker
 #   loads keeps its docstrings otherwise, ~800 modules: a worker starts 5 MB smaller (70.8 -> 65.8 MB here) and
 #   settles after the bench's load at 77.1 MB, against 81.3. `make install` compiles the dependencies at this level; elsewhere the
