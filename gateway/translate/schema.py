@@ -60,11 +60,29 @@ def clean_schema(schema, _defs=None, _refs=()):
     return _gemini_limits(out)
 
 
+# The element type an array without `items` is given: Gemini refuses such an array ("...properties[tags].items:
+# missing field", verbatim in cline/cline#7339), JSON Schema allows it, and MCP tools often declare one. STRING, as
+# other Gemini clients fill it in (e.g. zavora-ai/adk-rust#332, RightNow-AI/openfang#1010): a type Gemini surely
+# takes, and what an untyped list in a tool's arguments most often holds.
+DEFAULT_ITEMS = {"type": "STRING"}
+
+
 def _gemini_limits(out):
-    """What Gemini refuses in a schema that JSON Schema allows, dropped (the type still holds the value):
-    an unsupported `format`, and an enum of anything but strings ("Invalid value at '...enum[0]' (TYPE_STRING),
-    1", verbatim in microsoft/azure-devops-mcp#145; pydantic's IntEnum and Literal[1, 2]). Gemini's enum is for
-    STRING only, so a string enum without a type is given that type."""
+    """What Gemini refuses in a schema that JSON Schema allows, made acceptable:
+    * an unsupported `format`, and an enum of anything but strings ("Invalid value at '...enum[0]' (TYPE_STRING),
+      1", verbatim in microsoft/azure-devops-mcp#145; pydantic's IntEnum and Literal[1, 2]), dropped (the type
+      still holds the value). Gemini's enum is for STRING only, so a string enum without a type gets that type;
+    * an object written without `type` (`properties` or `required` alone, as JSON Schema allows and MCP tools
+      write): Gemini answers "...properties: only allowed for OBJECT type" (anomalyco/opencode#11888), so it is
+      given type OBJECT; on any other type, `properties` and `required` are dropped for the same reason;
+    * an array without `items`, given DEFAULT_ITEMS."""
+    if "type" not in out and "anyOf" not in out and ("properties" in out or "required" in out):
+        out["type"] = "OBJECT"
+    elif out.get("type", "OBJECT") != "OBJECT":
+        out.pop("properties", None)
+        out.pop("required", None)
+    if out.get("type") == "ARRAY" and "items" not in out:
+        out["items"] = dict(DEFAULT_ITEMS)
     if "format" in out and out["format"] not in FORMATS.get(out.get("type"), ()):
         del out["format"]
     if isinstance(out.get("enum"), list) and None in out["enum"]:  # Optional[Literal[...]] in one enum

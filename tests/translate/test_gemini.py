@@ -554,6 +554,37 @@ def test_schema_nested_empty_properties_removed():
     assert clean_schema(schema) == {"type": "OBJECT", "properties": {"meta": {"type": "OBJECT"}}}
 
 
+@pytest.mark.parametrize("schema, cleaned", [
+    # An object written without "type" (JSON Schema allows it; MCP tools do it): Gemini answers 400
+    # "...properties: only allowed for OBJECT type" unless it says OBJECT.
+    ({"properties": {"id": {"type": "string"}}, "required": ["id"]},
+     {"type": "OBJECT", "properties": {"id": {"type": "STRING"}}, "required": ["id"]}),
+    ({"required": ["id"]}, {"type": "OBJECT", "required": ["id"]}),
+    ({"type": "object", "properties": {"data": {"description": "d", "properties": {"x": {"type": "integer"}}}}},
+     {"type": "OBJECT", "properties": {"data": {"type": "OBJECT", "description": "d",
+                                                "properties": {"x": {"type": "INTEGER"}}}}}),
+    # properties on another type are refused the same way: dropped
+    ({"type": "string", "properties": {"x": {"type": "string"}}, "required": ["x"]}, {"type": "STRING"}),
+    # an array without items: Gemini answers 400 "...items: missing field"
+    ({"type": "array"}, {"type": "ARRAY", "items": {"type": "STRING"}}),
+    ({"type": "array", "items": {"type": "array"}}, {"type": "ARRAY", "items": {"type": "ARRAY", "items": {"type": "STRING"}}}),
+    ({"type": ["array", "null"]}, {"type": "ARRAY", "nullable": True, "items": {"type": "STRING"}}),
+    ({"type": "array", "items": {"type": "integer"}}, {"type": "ARRAY", "items": {"type": "INTEGER"}}),
+    # a union keeps its branches as they are
+    ({"anyOf": [{"type": "string"}, {"type": "integer"}]}, {"anyOf": [{"type": "STRING"}, {"type": "INTEGER"}]}),
+])
+def test_schema_shapes_gemini_refuses_are_made_acceptable(schema, cleaned):
+    assert clean_schema(schema) == cleaned
+
+
+def test_tool_parameters_without_a_type_are_declared_as_an_object():
+    tools = [{"type": "function", "function": {"name": "get", "parameters": {
+        "properties": {"tags": {"type": "array"}}}}}]
+    (declaration,) = to_gemini(req(user("Hi"), tools=tools))["tools"][0]["functionDeclarations"]
+    assert declaration == {"name": "get", "parameters": {
+        "type": "OBJECT", "properties": {"tags": {"type": "ARRAY", "items": {"type": "STRING"}}}}}
+
+
 # --- thought signatures ----------------------------------------------------------------------------
 
 def test_signature_encoding_is_url_safe_and_reversible():
