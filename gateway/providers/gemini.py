@@ -41,7 +41,7 @@ class GeminiProvider(Provider):
             headers["x-goog-api-key"] = self.spec.api_key
         method = ":streamGenerateContent?alt=sse" if stream else ":generateContent"
         url = f"{self.spec.base_url}/v1beta/models/{model.upstream}{method}"
-        return url, headers, t.to_gemini(request, model.default_max_tokens)
+        return url, headers, t.to_gemini(request, model.default_max_tokens, model.capabilities)
 
     def parse(self, body, model, id_, created):
         return t.from_gemini(body, model.name, id_, created)

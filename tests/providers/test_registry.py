@@ -104,3 +104,19 @@ def test_an_openai_compatible_server_from_config_is_routed_listed_and_priced(mak
     assert "llama3.1" in {m["id"] for m in client.get("/v1/models").get_json()["data"]}
     m = app.extensions["gateway"].registry.resolve("llama3.1")
     assert m.price is not None and str(m.price[0]) == "0.05"
+
+
+def test_only_gemini_2_0_flash_is_sent_penalties():
+    """Gemini 2.5 answers 400 "Penalty is not enabled for models/gemini-2.5-flash" to a request with
+    presence_penalty or frequency_penalty; the model table's "penalties" capability says who takes them."""
+    from gateway.providers.gemini import GeminiProvider
+    reg = registry(GEMINI_API_KEY="AIza-test")
+    provider = GeminiProvider(reg.providers["gemini"])
+    request = {"model": "x", "messages": [{"role": "user", "content": "Hi"}], "presence_penalty": 0.5,
+               "frequency_penalty": 0.25}
+    sent = {}
+    for name in ("gemini-2.0-flash", "gemini-2.5-flash", "gemini-2.5-pro", "gemini/gemini-3-pro-preview"):
+        _, _, body = provider.prepare(request, reg.resolve(name), stream=False)
+        sent[name] = {k: v for k, v in body.get("generationConfig", {}).items() if "Penalty" in k}
+    assert sent == {"gemini-2.0-flash": {"presencePenalty": 0.5, "frequencyPenalty": 0.25},
+                    "gemini-2.5-flash": {}, "gemini-2.5-pro": {}, "gemini/gemini-3-pro-preview": {}}

@@ -150,11 +150,11 @@ def test_request_reference_c2_example():
                            "required": ["location"], "additionalProperties": False}}}],
         tool_choice="auto",
         temperature=0.7, top_p=0.95, max_completion_tokens=1024, stop=["END"], n=1,
-        response_format={"type": "json_schema", "json_schema": {"name": "answer", "strict": True, "schema": {
-            "type": "object", "properties": {"answer": {"type": "string"}}, "additionalProperties": False}}},
         stream=True, stream_options={"include_usage": True}, user="user-1", parallel_tool_calls=True,
     )
-    # C.2 minus topK, thinkingConfig and safetySettings, which OpenAI requests cannot express.
+    # C.2 minus topK, thinkingConfig and safetySettings, which OpenAI requests cannot express, and minus its
+    # responseMimeType and responseSchema, which Gemini 2.x refuses beside functionDeclarations (see
+    # test_request_json_mode_beside_tools_is_asked_for_in_the_instructions).
     assert to_gemini(request) == {
         "systemInstruction": {"parts": [{"text": "You are concise."}]},
         "contents": [
@@ -179,8 +179,6 @@ def test_request_reference_c2_example():
         "generationConfig": {
             "temperature": 0.7, "topP": 0.95,
             "maxOutputTokens": 1024, "stopSequences": ["END"], "candidateCount": 1,
-            "responseMimeType": "application/json",
-            "responseSchema": {"type": "OBJECT", "properties": {"answer": {"type": "STRING"}}},
         },
     }
 
@@ -371,8 +369,8 @@ def test_request_file_id_is_400():
     ({"stop": ["a", "b"]}, {"stopSequences": ["a", "b"]}),
     ({"n": 2}, {"candidateCount": 2}),
     ({"seed": 7}, {"seed": 7}),
-    ({"presence_penalty": 0.5}, {"presencePenalty": 0.5}),
-    ({"frequency_penalty": -0.5}, {"frequencyPenalty": -0.5}),
+    ({"presence_penalty": 0.5}, None),
+    ({"frequency_penalty": -0.5}, None),
     ({"response_format": {"type": "json_object"}}, {"responseMimeType": "application/json"}),
     ({"response_format": {"type": "text"}}, None),
     ({"temperature": None, "max_tokens": None, "stop": None}, None),
@@ -380,6 +378,44 @@ def test_request_file_id_is_400():
 def test_request_generation_config_table(fields, config):
     body = to_gemini(req(user("Hi"), **fields))
     assert body.get("generationConfig") == config
+
+
+@pytest.mark.parametrize("fields, config", [
+    ({"presence_penalty": 0.5}, {"presencePenalty": 0.5}),
+    ({"frequency_penalty": -0.5, "temperature": 1}, {"frequencyPenalty": -0.5, "temperature": 1}),
+])
+def test_request_penalties_go_to_a_model_that_takes_them(fields, config):
+    body = to_gemini(req(user("Hi"), **fields), capabilities=frozenset({"tools", "penalties"}))
+    assert body["generationConfig"] == config
+
+
+SEARCH_TOOLS = [{"type": "function", "function": {"name": "search", "parameters": {
+    "type": "object", "properties": {"q": {"type": "string"}}}}}]
+
+
+def test_request_json_mode_beside_tools_is_asked_for_in_the_instructions():
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    body = to_gemini(req({"role": "system", "content": "Be brief."}, user("Hi"), tools=SEARCH_TOOLS, temperature=0,
+                         response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}))
+    assert body["generationConfig"] == {"temperature": 0}  # no responseMimeType beside functionDeclarations
+    assert body["tools"][0]["functionDeclarations"][0]["name"] == "search"
+    first, extra = body["systemInstruction"]["parts"]
+    assert first == {"text": "Be brief."}
+    assert extra["text"].startswith("When you answer rather than call a function, answer with one JSON value")
+    assert json.loads(extra["text"].split("JSON Schema: ", 1)[1]) == schema
+
+
+def test_request_json_object_beside_tools_is_asked_for_in_the_instructions():
+    body = to_gemini(req(user("Hi"), tools=SEARCH_TOOLS, response_format={"type": "json_object"}))
+    assert "generationConfig" not in body
+    assert body["systemInstruction"] == {"parts": [
+        {"text": "When you answer rather than call a function, answer with one JSON object only, no other text."}]}
+
+
+def test_request_json_mode_without_tools_stays_in_the_generation_config():
+    body = to_gemini(req(user("Hi"), tools=[], response_format={"type": "json_object"}))
+    assert body == {"contents": [{"role": "user", "parts": [{"text": "Hi"}]}],
+                    "generationConfig": {"responseMimeType": "application/json"}}
 
 
 def test_request_default_max_tokens_used_when_client_gives_none():

@@ -15,9 +15,21 @@ def _to(field, transform=lambda v: v):
     return lambda value: {field: transform(value)}
 
 
+def _json_mode(response_format):
+    return isinstance(response_format, dict) and response_format.get("type") in ("json_object", "json_schema")
+
+
+def _json_instruction(response_format):
+    """The words that ask for JSON where the request cannot (beside function declarations)."""
+    schema = (response_format.get("json_schema") or {}).get("schema")
+    if response_format.get("type") == "json_schema" and schema:
+        return ("When you answer rather than call a function, answer with one JSON value only, no other text, "
+                "valid against this JSON Schema: " + json.dumps(schema, separators=(",", ":"), ensure_ascii=False))
+    return "When you answer rather than call a function, answer with one JSON object only, no other text."
+
+
 def _response_format(response_format):
-    kind = response_format.get("type")
-    if kind not in ("json_object", "json_schema"):
+    if not _json_mode(response_format):
         return {}
     out = {"responseMimeType": "application/json"}
     schema = clean_schema((response_format.get("json_schema") or {}).get("schema") or {})
@@ -35,9 +47,14 @@ GENERATION_CONFIG = (
     (("stop",), _to("stopSequences", lambda s: [s] if isinstance(s, str) else list(s))),
     (("n",), _to("candidateCount")),
     (("seed",), _to("seed")),
+    (("response_format",), _response_format),
+)
+# Only for models whose table row has the capability "penalties" (gemini-2.0-flash): the others answer 400
+# "Penalty is not enabled for models/gemini-2.5-flash" (vercel/ai#8943, PublicAffairs/openai-gemini#63), so the
+# penalties are dropped for them, as for Claude, rather than fail a request OpenAI would serve.
+PENALTIES = (
     (("presence_penalty",), _to("presencePenalty")),
     (("frequency_penalty",), _to("frequencyPenalty")),
-    (("response_format",), _response_format),
 )
 
 # OpenAI tool_choice string → Gemini functionCallingConfig mode (other forms, e.g. allowed_tools, are dropped).
@@ -49,14 +66,21 @@ MIME_BY_EXTENSION = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpe
 DEFAULT_IMAGE_MIME = "image/jpeg"
 
 
-def to_gemini(request, default_max_tokens=None):
-    """An OpenAI chat request (already validated) → a generateContent body (the model goes in the URL)."""
+def to_gemini(request, default_max_tokens=None, capabilities=frozenset()):
+    """An OpenAI chat request (already validated) → a generateContent body (the model goes in the URL).
+    `capabilities`: the model's, from the model table (see PENALTIES)."""
     system, contents = _contents(request["messages"])
+    declarations = [_declaration(t["function"]) for t in request.get("tools") or []
+                    if t.get("type", "function") == "function"]
+    if declarations and _json_mode(request.get("response_format")):
+        # Gemini 2.x refuses function declarations beside a JSON response type (400 "Function calling with a
+        # response mime type: 'application/json' is unsupported", googleapis/python-genai#867), which an agent
+        # with tools and a typed answer sends on every turn. The format goes in the instructions instead.
+        system = system + [{"text": _json_instruction(request["response_format"])}]
+        request = {k: v for k, v in request.items() if k != "response_format"}
     body = {"contents": contents}
     if system:
         body["systemInstruction"] = {"parts": system}
-    declarations = [_declaration(t["function"]) for t in request.get("tools") or []
-                    if t.get("type", "function") == "function"]
     if declarations:
         body["tools"] = [{"functionDeclarations": declarations}]
         choice = request.get("tool_choice")
@@ -65,15 +89,15 @@ def to_gemini(request, default_max_tokens=None):
             body["toolConfig"] = {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [named]}}
         elif isinstance(choice, str) and choice in TOOL_CHOICE_MODES:
             body["toolConfig"] = {"functionCallingConfig": {"mode": TOOL_CHOICE_MODES[choice]}}
-    config = _generation_config(request, default_max_tokens)
+    config = _generation_config(request, default_max_tokens, "penalties" in capabilities)
     if config:
         body["generationConfig"] = config
     return body
 
 
-def _generation_config(request, default_max_tokens):
+def _generation_config(request, default_max_tokens, penalties=False):
     config = {}
-    for fields, transform in GENERATION_CONFIG:
+    for fields, transform in GENERATION_CONFIG + (PENALTIES if penalties else ()):
         value = next((request[f] for f in fields if request.get(f) is not None), None)
         if value is not None:
             config.update(transform(value))
