@@ -22,6 +22,7 @@ from urllib3.util.connection import allowed_gai_family
 from gateway.providers.pools import Adapter, HTTPPool, HTTPSPool
 from gateway.providers.transport import make_session
 from gateway.translate.common import UpstreamError, error_object
+from gateway.translate.media import sniff
 
 MAX_BYTES = 20 * 1024 * 1024
 TIMEOUT = (5, 15)          # connect, and between bytes
@@ -125,42 +126,8 @@ def sessions_made():
 # (S3's binary/octet-stream), so the bytes' own signature names the image.
 _GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream", "application/binary"})
 
-# Leading bytes of the formats the providers take (Gemini: PNG, JPEG, WEBP, HEIC, HEIF, and PDF; GIF for Claude
-# and OpenAI), from each format's specification; WEBP and the ISO formats have tests of their own below.
-_SIGNATURES = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-    (b"%PDF-", "application/pdf"),
-)
-# ISO base media files (`ftyp` box) name their format by brands: the major one at bytes 8-12, compatible ones
-# after it. AVIF shares the generic `mif1` brand with HEIF, so its own brands are looked for first.
-_FTYP_BRANDS = ((frozenset({b"avif", b"avis"}), "image/avif"),
-                (frozenset({b"heic", b"heix", b"heim", b"heis"}), "image/heic"),
-                (frozenset({b"mif1", b"msf1", b"heif"}), "image/heif"))
-
-
 def _inlinable(mime):
     return mime.startswith("image/") or mime == "application/pdf"
-
-
-def sniff(data):
-    """The image (or PDF) type the bytes' signature says, or None."""
-    head = bytes(data[:16])
-    for magic, mime in _SIGNATURES:
-        if head.startswith(magic):
-            return mime
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    if head[4:8] == b"ftyp":
-        size = min(int.from_bytes(head[:4], "big"), 256, len(data))
-        box = bytes(data[8:size])
-        brands = {box[i:i + 4] for i in range(0, len(box) - 3, 4)} - {box[4:8]}  # box[4:8]: the minor version
-        for names, mime in _FTYP_BRANDS:
-            if brands & names:
-                return mime
-    return None
 
 
 def download(session, url, param, allow_private=False, deadline=None):

@@ -199,5 +199,5 @@ def test_octet_stream_bytes_that_are_no_image_are_a_400():
     (b"", None),
 ])
 def test_sniff_names_each_format_by_its_signature(data, mime):
-    from gateway.providers.fetch import sniff
+    from gateway.translate.media import sniff
     assert sniff(data) == mime

@@ -332,6 +332,13 @@ def test_request_image_data_url_becomes_inline_data():
     assert body["contents"][0]["parts"] == [{"inlineData": {"mimeType": "image/webp", "data": "UklGRg=="}}]
 
 
+def test_request_image_data_url_goes_with_the_type_its_bytes_are():
+    part = {"type": "image_url", "image_url": {"url": "data:image/jpg;base64,iVBORw0KGgoAAAANSUhEUg=="}}
+    body = to_gemini(req({"role": "user", "content": [part]}))
+    assert body["contents"][0]["parts"] == [{"inlineData": {"mimeType": "image/png",
+                                                            "data": "iVBORw0KGgoAAAANSUhEUg=="}}]
+
+
 def test_request_non_base64_data_url_is_400():
     part = {"type": "image_url", "image_url": {"url": "data:text/plain,hello"}}
     with pytest.raises(UpstreamError) as e:

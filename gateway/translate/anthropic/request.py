@@ -4,6 +4,7 @@ import json
 import re
 
 from gateway.translate.common import UpstreamError, error_object, id_digest, split_tool_call_id, text_of
+from gateway.translate.media import image_type
 
 JSON_TOOL = "json_tool_call"
 _FORCE_JSON = {"type": "tool", "name": JSON_TOOL}
@@ -147,6 +148,8 @@ def _media(url, param):
         if not sep:
             raise _bad_request("Only base64 data URLs are supported.", param)
         kind = "document" if media_type == "application/pdf" else "image"
+        if kind == "image":
+            media_type = image_type(media_type, data)
         return [{"type": kind, "source": {"type": "base64", "media_type": media_type, "data": data}}]
     if url.startswith(("http://", "https://")):
         return [{"type": "image", "source": {"type": "url", "url": url}}]

@@ -4,6 +4,7 @@ import json
 from urllib.parse import urlsplit
 
 from gateway.translate.common import UpstreamError, error_object, split_tool_call_id, text_of
+from gateway.translate.media import image_type
 from gateway.translate.schema import clean_schema
 
 
@@ -191,6 +192,8 @@ def _data_url(url, param):
     mime_type = header.split(";")[0]
     if not comma or not header.endswith(";base64") or not mime_type:
         raise _bad_request("A data: URL must look like data:<mime type>;base64,<data>.", param)
+    if mime_type.startswith("image/"):
+        mime_type = image_type(mime_type, data)
     return {"mimeType": mime_type, "data": data}
 
 
