@@ -1,4 +1,6 @@
 """Google Gemini API: `{base}/v1beta/models/{model}:generateContent` and `:streamGenerateContent?alt=sse`."""
+from urllib.parse import quote
+
 from gateway.providers.base import Provider
 from gateway.translate import gemini as t
 
@@ -40,7 +42,7 @@ class GeminiProvider(Provider):
         if self.spec.api_key:
             headers["x-goog-api-key"] = self.spec.api_key
         method = ":streamGenerateContent?alt=sse" if stream else ":generateContent"
-        url = f"{self.spec.base_url}/v1beta/models/{model.upstream}{method}"
+        url = f"{self.spec.base_url}/v1beta/models/{quote(model.upstream, safe='')}{method}"
         return url, headers, t.to_gemini(request, model.default_max_tokens, model.capabilities)
 
     def parse(self, body, model, id_, created):

@@ -4,6 +4,7 @@ The table is data (`gateway/data/models.toml`), extended and overridden by the G
 adding a model is a data change, not code.
 """
 import dataclasses
+import re
 from decimal import Decimal, InvalidOperation
 import tomllib
 from importlib import resources
@@ -13,6 +14,11 @@ from gateway.config import ConfigError
 BUILTIN_PROVIDERS = ("openai", "anthropic", "gemini")
 KINDS = {"openai", "anthropic", "gemini"}
 _CREATED = 1700000000  # a fixed `created` for /v1/models: the table has no release dates
+# The model ids a client may name as `provider/<id>` for a model the table lacks. The id is sent upstream: in the
+# JSON body for OpenAI-compatible servers and Anthropic (printable ASCII, no spaces: it also goes back in the
+# X-Model header, which cannot carry line breaks or non-Latin-1 text), and in the URL's path for Gemini, where
+# "gemini/../../upload/v1beta/files?" would have sent the gateway's Gemini key to another API method.
+_UPSTREAM_ID = {"gemini": re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"), None: re.compile(r"[!-~]{1,256}")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,13 +111,17 @@ class Registry:
         if model is not None:
             return model
         provider, sep, rest = name.partition("/")
-        if sep and rest and provider in self.providers:
+        if sep and rest and provider in self.providers and self._routable(provider, rest):
             known = self.models.get(rest)
             if known is not None and known.provider == provider:
                 return known
             caps = ("tools", "images", "json") + (("prefill",) if self.providers[provider].prefill else ())
             return Model(name=name, provider=provider, upstream=rest, capabilities=frozenset(caps))
         return None
+
+    def _routable(self, provider, upstream_id):
+        pattern = _UPSTREAM_ID.get(self.providers[provider].kind) or _UPSTREAM_ID[None]
+        return pattern.fullmatch(upstream_id) is not None
 
     def listed(self):
         return [self.listed_entry(m) for m in self.models.values()]

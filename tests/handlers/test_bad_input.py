@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import responses
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -71,6 +72,26 @@ def test_bad_fields_name_the_param(client, body, param):
 def test_unknown_model_is_404_model_not_found(client):
     err = _error(client.post("/v1/chat/completions", json={"model": "gpt-99", "messages": MSG}), 404)
     assert err["code"] == "model_not_found" and err["param"] == "model"
+
+
+@pytest.mark.parametrize("model", [
+    "gemini/../../../upload/v1beta/files?",   # the id goes in Gemini's URL path, with the gateway's key
+    "gemini/../../v1beta/cachedContents?x=",
+    "gemini/gemini-2.5-flash:generateContent?alt=sse#",
+    "anthropic/x\r\nX-Injected: 1",            # the name goes back in the X-Model header
+    "openai/模型",
+    "openai/two words",
+    "openai/" + "m" * 300,
+])
+def test_a_provider_slash_model_name_that_cannot_be_an_id_is_refused_before_any_upstream_call(client, model):
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as upstream:
+        err = _error(client.post("/v1/chat/completions", json={"model": model, "messages": MSG}), 404)
+        fallback = client.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": [
+            {"role": "user", "content": "through a bad fallback"}]},
+                               headers={"X-Gateway-Fallbacks": model.replace("\r\n", " ")})
+        assert len(upstream.calls) == 0
+    assert err["code"] == "model_not_found" and err["param"] == "model"
+    _error(fallback, 400)
 
 
 # gunicorn sets wsgi.input_terminated (it ends the input stream itself), and the body is then read from the

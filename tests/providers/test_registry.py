@@ -120,3 +120,20 @@ def test_only_gemini_2_0_flash_is_sent_penalties():
         sent[name] = {k: v for k, v in body.get("generationConfig", {}).items() if "Penalty" in k}
     assert sent == {"gemini-2.0-flash": {"presencePenalty": 0.5, "frequencyPenalty": 0.25},
                     "gemini-2.5-flash": {}, "gemini-2.5-pro": {}, "gemini/gemini-3-pro-preview": {}}
+
+
+@pytest.mark.parametrize("name, upstream", [
+    ("openai/meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.1-8B-Instruct"),  # vLLM's ids have slashes
+    ("openai/llama3.1:8b-instruct-q4_K_M", "llama3.1:8b-instruct-q4_K_M"),            # Ollama's, a colon
+    ("anthropic/claude-opus-4-8", "claude-opus-4-8"),
+    ("gemini/gemini-3-pro-preview", "gemini-3-pro-preview"),
+])
+def test_provider_slash_routes_the_ids_providers_use(name, upstream):
+    assert registry().resolve(name).upstream == upstream
+
+
+@pytest.mark.parametrize("name", ["gemini/../v1beta/files", "gemini/a/b", "gemini/x?y", "gemini/x#y", "gemini/%2e%2e",
+                                  "gemini/x:streamGenerateContent", "openai/a b", "openai/a\nb", "openai/\u00e9",
+                                  "openai/" + "m" * 257])
+def test_provider_slash_refuses_what_is_no_model_id(name):
+    assert registry().resolve(name) is None
