@@ -8,7 +8,7 @@ import json
 import math
 from decimal import Decimal
 
-from sqlalchemy import Boolean, DateTime, Integer, Numeric, String
+from sqlalchemy import BigInteger, Boolean, DateTime, Integer, Numeric, String
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 
@@ -43,6 +43,9 @@ def _kind(column):
 _KINDS = {str(c.name): _kind(c) for c in COLUMNS}  # Text is a String, BigInteger an Integer
 _LENGTHS = {c.name: c.type.length for c in COLUMNS if _KINDS[c.name] == "str" and c.type.length}
 _SCALES = {c.name: Decimal(1).scaleb(-c.type.scale) for c in COLUMNS if _KINDS[c.name] == "decimal"}
+# What each integer column holds on PostgreSQL (integer or bigint); SQLite's limit is bigint's. A value beyond it
+# (an upstream's usage of 1e300 tokens) would fail the insert of its whole batch.
+_INT_BOUNDS = {c.name: 2 ** (63 if isinstance(c.type, BigInteger) else 31) for c in COLUMNS if _KINDS[c.name] == "int"}
 _BOOLS = tuple(name for name, kind in _KINDS.items() if kind == "bool")
 _ALL_NULL = dict.fromkeys(_KINDS)  # SQLite's executemany needs every row to name every column
 
@@ -106,13 +109,16 @@ def _coerce(name, kind, value):
     if isinstance(value, float):
         if not math.isfinite(value):
             raise BadRow(f"{name}: {value!r} is not finite")
-        return round(value)  # e.g. a latency computed in float milliseconds
-    if isinstance(value, bool) or not isinstance(value, (int, str, Decimal)):
+        value = round(value)  # e.g. a latency computed in float milliseconds
+    elif isinstance(value, bool) or not isinstance(value, (int, str, Decimal)):
         raise BadRow(f"{name}: expected an int, got {type(value).__name__}")
     try:
-        return int(value)
+        value = int(value)
     except (ValueError, decimal.InvalidOperation):
         raise BadRow(f"{name}: {value!r} is not an int") from None
+    if not -_INT_BOUNDS[name] <= value < _INT_BOUNDS[name]:
+        raise BadRow(f"{name}: {value} is out of the column's range")
+    return value
 
 
 def _check(name):
@@ -128,11 +134,14 @@ def _check(name):
             if type(value) is str and value.isascii() and "\x00" not in value and len(value) <= limit:
                 return value
             return _text(name, value)
-    elif kind in ("int", "bool"):
-        exact = int if kind == "int" else bool
+    elif kind == "int":
+        low, high = -_INT_BOUNDS[name], _INT_BOUNDS[name]
 
         def check(value):
-            return value if type(value) is exact else _coerce(name, kind, value)
+            return value if type(value) is int and low <= value < high else _coerce(name, kind, value)
+    elif kind == "bool":
+        def check(value):
+            return value if type(value) is bool else _coerce(name, kind, value)
     elif kind == "datetime":
         def check(value):
             if type(value) is dt.datetime and value.tzinfo is dt.timezone.utc:
@@ -274,6 +283,8 @@ def _is_bad_data(exc):
     if isinstance(exc, (OperationalError, InterfaceError)) or getattr(exc, "connection_invalidated", False):
         return False
     if isinstance(exc, (IntegrityError, DataError)):  # NOT NULL, value out of range
+        return True
+    if isinstance(exc, OverflowError):  # sqlite3: "Python int too large to convert to SQLite INTEGER"
         return True
     # The driver refusing a value before sending it (psycopg2 raises these unwrapped).
     return isinstance(exc, (ValueError, TypeError)) and not isinstance(exc, SQLAlchemyError)

@@ -169,3 +169,27 @@ def test_a_row_written_to_the_spool_is_left_as_the_caller_had_it():
     before = dict(row)
     assert decode(encode(row))["latency_ms"] == 13
     assert row == before
+
+
+@pytest.mark.parametrize("column, value", [("prompt_tokens", 2 ** 31 - 1), ("prompt_tokens", -2 ** 31),
+                                           ("api_key_id", 2 ** 63 - 1), ("latency_ms", 12.0)])
+def test_integers_the_columns_hold_are_kept(column, value):
+    assert normalize(log_row(**{column: value}))[column] == value
+
+
+@pytest.mark.parametrize("column, value", [("prompt_tokens", 2 ** 31), ("completion_tokens", 1e300),
+                                           ("total_tokens", -2 ** 31 - 1), ("api_key_id", 2 ** 63),
+                                           ("cached_tokens", "99999999999"), ("latency_ms", Decimal("1e40"))])
+def test_integers_beyond_their_column_make_the_row_bad(column, value):
+    from gateway.store import logs
+    with pytest.raises(logs.BadRow, match="out of the column's range"):
+        normalize(log_row(**{column: value}))
+
+
+def test_an_integer_the_database_cannot_hold_is_the_rows_fault_not_the_databases(engine):
+    from gateway.store.logs import _is_bad_data
+    row = normalize(log_row())
+    row["completion_tokens"] = 10 ** 30  # past normalize, as a row from an older spool file could be
+    with pytest.raises(Exception) as e:
+        insert_ignoring_duplicates(engine, [row], new=True)
+    assert _is_bad_data(e.value), repr(e.value)

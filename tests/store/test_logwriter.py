@@ -198,15 +198,20 @@ def test_rows_the_database_refuses_are_set_aside_not_retried_forever(engine, spo
         writer.enqueue(log_row(request_id))
     writer.enqueue(log_row(new_id(), endpoint=None))        # NOT NULL column missing
     writer.enqueue(log_row(new_id(), no_such_column=1))     # not a gateway_logs column
+    # Beyond what the columns hold (an upstream's usage of 1e300 tokens): on SQLite the insert raised
+    # OverflowError, taken for the database being down, and every later row waited in the spool for ever.
+    writer.enqueue(log_row(new_id(), completion_tokens=1e300))
+    writer.enqueue(log_row(new_id(), prompt_tokens=2 ** 31))
+    writer.enqueue(log_row(new_id(), api_key_id=2 ** 63))
     writer.enqueue(log_row(good[2], error_message="nul\x00 and lone \ud800 surrogate",
                            model="m" * 300, attempts=[{"provider": "openai", "reason": "timeout"}]))
     assert writer.flush(10)
     assert all_stored_once(engine, good)
-    assert (writer.written, writer.rejected, writer.dropped) == (3, 2, 0)
+    assert (writer.written, writer.rejected, writer.dropped, writer.spooled) == (3, 5, 0, 0)
     rejected = glob.glob(os.path.join(spool_dir, "rejected-*.jsonl"))
     assert len(rejected) == 1
     with open(rejected[0]) as f:
-        assert len(f.readlines()) == 2
+        assert len(f.readlines()) == 5
     with engine.connect() as conn:
         row = conn.execute(select(T).where(T.c.request_id == good[2])).one()
     assert row.error_message == "nul\ufffd and lone ? surrogate"
