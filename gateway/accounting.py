@@ -15,9 +15,39 @@ from gateway.store.pricing import Price, cost_of
 SIX = Decimal("0.000001")
 
 
+_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
+_DETAILS = ("prompt_tokens_details", "completion_tokens_details")
+_MAX_COUNT = 2 ** 31  # what the log's token columns hold
+
+
+def _count(value):
+    return value if type(value) is int and 0 <= value < _MAX_COUNT else None
+
+
+def counted(usage):
+    """An upstream's usage as pricing, metrics and the log row may read it: a dict whose token counts are
+    non-negative ints (in range of the log's columns), any other count left out. An upstream's own figures
+    are not checked anywhere before here, and "lots", 1e300 or -5 tokens must not fail a request already
+    answered (a 500, the log row refused) nor be priced. Returned as it is when it is already clean."""
+    if not isinstance(usage, dict):
+        return None
+    clean = all(_count(usage[k]) is not None for k in _COUNTS if k in usage) and all(
+        isinstance(usage[k], dict) and all(_count(v) is not None for v in usage[k].values())
+        for k in _DETAILS if usage.get(k) is not None)
+    if clean:
+        return usage
+    out = {k: _count(usage.get(k)) for k in _COUNTS if _count(usage.get(k)) is not None}
+    for k in _DETAILS:
+        details = usage.get(k)
+        if isinstance(details, dict):
+            out[k] = {name: v for name, v in details.items() if _count(v) is not None}
+    return out
+
+
 def cost(gw, model, usage):
-    """USD for `usage` on `model` (a registry Model), or None when the model has no price."""
-    if not usage or model is None:
+    """USD for `usage` on `model` (a registry Model), or None when the model has no price or the usage does not
+    say both counts (see `counted`)."""
+    if not usage or model is None or "prompt_tokens" not in usage or "completion_tokens" not in usage:
         return None
     if model.price is not None:   # from the GATEWAY_CONFIG file: priced by the same arithmetic as the table
         inp, out = model.price

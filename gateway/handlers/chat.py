@@ -1,5 +1,6 @@
 """POST /v1/chat/completions: validate, answer from the cache or through the failover manager,
 price the answer, and stream it or send it whole."""
+import logging
 import time
 from decimal import Decimal
 
@@ -13,7 +14,9 @@ from gateway.cache.replay import Accumulator, replay
 from gateway.handlers.errors import ApiError
 from gateway.handlers.validation import validate_chat
 from gateway.jsonbytes import dumps
-from gateway.translate.common import UpstreamError, new_completion_id, now
+from gateway.translate.common import UpstreamError, error_object, new_completion_id, now
+
+log = logging.getLogger("gateway.chat")
 
 bp = Blueprint("chat", __name__)
 DONE = b"data: [DONE]\n\n"
@@ -153,7 +156,7 @@ def _complete(gw, body, model, key):
 
     def compute():
         completion, outcome = _run(gw, body, model, stream=False)
-        g_.usage = completion.get("usage")
+        g_.usage = accounting.counted(completion.get("usage"))
         g_.cost = accounting.cost(gw, outcome.model, g_.usage)
         g_.entry = _entry(completion, outcome, g_.cost)
         return None if outcome.failover_used else g_.entry  # not stored: see above
@@ -180,7 +183,7 @@ def _complete(gw, body, model, key):
 def _as_cache_hit(entry, usage):
     g_ = g._get_current_object()
     g_.cache_hit = True
-    g_.usage = usage
+    g_.usage = accounting.counted(usage)
     g_.cost = Decimal(0)
     g_.saved = entry.get("cost_usd")
     g_.cached_model, g_.cached_provider = entry.get("model"), entry.get("provider")
@@ -261,7 +264,7 @@ def _relay(gw, upstream, include_usage, key):
             if acc is not None:
                 acc.add(c)
             yield _data(c)
-        g.usage = upstream.state.usage
+        g.usage = accounting.counted(upstream.state.usage)
         g.cost = accounting.cost(gw, g.outcome.model, g.usage)
         if include_usage:
             last = upstream.state.usage_chunk()
@@ -277,6 +280,11 @@ def _relay(gw, upstream, include_usage, key):
     except GeneratorExit:
         status, g.error_message = 499, "client closed the connection"
         raise
+    except Exception:  # noqa: BLE001 - a bug of ours mid-stream: the client still gets an error event and an end
+        log.exception("stream relay failed")
+        status, g.error_message = 500, "the gateway failed while relaying the stream"
+        yield _data({"error": error_object(f"The gateway had an internal error while relaying this stream "
+                                           f"(request {g.request_id}).", "server_error", None, None)})
     finally:
         upstream.close()
         if upstream.malformed:

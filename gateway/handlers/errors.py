@@ -46,8 +46,8 @@ def register(app):
         g.provider = getattr(e, "provider", None)
         g.error_message = e.error.get("message")
         headers = {}
-        if e.retry_after and e.status in (429, 503):
-            headers["Retry-After"] = str(max(1, math.ceil(e.retry_after)))
+        if e.retry_after and e.status in (429, 503) and math.isfinite(e.retry_after):
+            headers["Retry-After"] = str(min(86400, max(1, math.ceil(e.retry_after))))
         outcome = getattr(e, "outcome", None)
         if outcome is not None:
             g.outcome = outcome

@@ -284,7 +284,7 @@ class Manager:
         """What the client may see of an upstream failure: never our provider keys, and never our
         credential problem dressed up as theirs."""
         secrets = [p.spec.api_key for p in self.providers.values() if p.spec.api_key]
-        for field in ("message", "param"):
+        for field in ("message", "type", "param", "code"):  # an upstream fills each as it likes
             value = err.error.get(field)
             if isinstance(value, str):
                 for secret in secrets:

@@ -200,19 +200,19 @@ def _fault(status, message, reason, code="upstream_error"):
                          upstream_status=None)
 
 
+_RETRY_AFTER_MAX = 86400.0  # longer is no hint a client can use; inf and nan (float() reads both) none at all
+
+
 def _retry_after(headers):
-    raw = headers.get("retry-after-ms")
-    if raw:
-        try:
-            return float(raw) / 1000.0
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if raw:
-        try:
-            return float(raw)
-        except ValueError:
-            return None
+    """Seconds from retry-after-ms or retry-after (a number), or None when neither gives a usable one."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw:
+            try:
+                seconds = float(raw) / scale
+            except ValueError:
+                continue
+            return seconds if 0 <= seconds <= _RETRY_AFTER_MAX else None
     return None
 
 
@@ -378,6 +378,8 @@ class UpstreamStream:
                               "(GATEWAY_MAX_RESPONSE_BYTES).", "too_large") from None
         except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError):
             raise _fault(502, f"The {self.provider.name} stream was cut off.", "cut") from None
+        except UnicodeDecodeError:  # sseclient decodes each line as UTF-8, and its iterator ends there
+            raise _fault(502, f"{self.provider.name} sent a stream event that is not UTF-8.", "malformed") from None
         data = event.data
         if data == "[DONE]":
             return self._end(done=True)
@@ -392,7 +394,14 @@ class UpstreamStream:
         if not isinstance(payload, dict):
             self.malformed += 1
             return []
-        return self.state.feed(event.event if event.event != "message" else "", payload)
+        try:
+            return self.state.feed(event.event if event.event != "message" else "", payload)
+        except (TypeError, AttributeError, KeyError, IndexError, ValueError):
+            # JSON of the wrong shape ("choices": [5], an object for an index, "delta": "x"): skipped as a
+            # malformed event is, not let through to end the client's stream with no error and no [DONE].
+            self.malformed += 1
+            log.warning("skipped an event of the wrong shape from %s", self.provider.name)
+            return []
 
     def _end(self, done=False):
         self.finished = True

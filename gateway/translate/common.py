@@ -30,7 +30,12 @@ class UpstreamError(Exception):
 
 
 def error_object(message, type_="invalid_request_error", param=None, code=None):
-    return {"message": message, "type": type_, "param": param, "code": code}
+    """OpenAI's error object. Its fields are strings (param and code may be null) whatever an upstream's error
+    body held: clients and the gateway's own code (a 300-character cut for the log) take them as text."""
+    return {"message": message if type(message) is str else str(message),
+            "type": type_ if type(type_) is str else str(type_),
+            "param": param if param is None or type(param) is str else str(param),
+            "code": code if code is None or type(code) is str else str(code)}
 
 
 def new_completion_id():

@@ -55,6 +55,10 @@ def from_openai(body, model, id_, created):
     if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
         raise UpstreamError(502, error_object("The upstream returned a response without choices.",
                                               "upstream_error", None, "bad_upstream_response"))
+    if not all(isinstance(c, dict) and isinstance(c.get("message"), dict) for c in body["choices"]) or \
+            body.get("usage") is not None and not isinstance(body["usage"], dict):
+        raise UpstreamError(502, error_object("The upstream returned choices or usage of the wrong shape.",
+                                              "upstream_error", None, "bad_upstream_response"))
     return body
 
 
@@ -81,6 +85,8 @@ class OpenAIStream:
             return []
         if choices:
             for choice in choices:
+                if not isinstance(choice.get("delta", {}), dict):
+                    raise ValueError("a choice's delta is not an object")  # a malformed event (transport.py)
                 index = choice.get("index", 0)
                 self._started.add(index)
                 if choice.get("finish_reason"):
