@@ -6,11 +6,13 @@ from decimal import Decimal
 
 import orjson
 from flask import Blueprint, Response, current_app, g, request, stream_with_context
+from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway import accounting, metrics
 from gateway.cache.exact import cache_key
 from gateway.cache.replay import Accumulator, replay
+from gateway.deadline import bounded, gevent_patched
 from gateway.handlers.errors import ApiError
 from gateway.handlers.validation import validate_chat
 from gateway.jsonbytes import dumps
@@ -23,10 +25,20 @@ DONE = b"data: [DONE]\n\n"
 
 
 def _body_bytes():
+    """The body, or the error its reading earned: 408 when it does not arrive in time (each wait is bounded by
+    GATEWAY_CLIENT_TIMEOUT, in gateway/serving.py, and under gevent the whole read by GATEWAY_DEADLINE, so a
+    client sending a byte every few seconds cannot hold a connection for ever), 400 when its framing is broken
+    (chunked encoding gunicorn cannot read, a body shorter than its Content-Length)."""
     try:
-        return _read_body()
-    except TimeoutError:  # the client socket's timeout (GATEWAY_CLIENT_TIMEOUT, gateway/serving.py)
+        if not gevent_patched("socket"):
+            return _read_body()
+        with bounded(current_app.extensions["gateway"].settings.deadline, TimeoutError):
+            return _read_body()
+    except TimeoutError:
         raise ApiError(408, "The request body did not arrive in time.", code="request_timeout") from None
+    except (ParseException, NoMoreData) as e:
+        raise ApiError(400, f"The request body could not be read: {type(e).__name__}.",
+                       code="invalid_request") from None
 
 
 def _read_body():
@@ -40,7 +52,11 @@ def _read_body():
     if "wsgi.input_terminated" not in environ or (length is not None and limit is not None and length > limit):
         return request.get_data(cache=False)
     if length is not None:
-        return environ["wsgi.input"].read(length)
+        data = environ["wsgi.input"].read(length)
+        if len(data) < length:  # the client closed its side early: what came is not the request it meant
+            raise ApiError(400, f"The request body ended after {len(data)} of its {length} bytes (Content-Length).",
+                           code="invalid_request")
+        return data
     if limit is None:
         return environ["wsgi.input"].read()
     data = environ["wsgi.input"].read(limit + 1)

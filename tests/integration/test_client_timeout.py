@@ -1,6 +1,7 @@
 """A client that stops reading its answer, or stops sending its body, is let go after GATEWAY_CLIENT_TIMEOUT,
 through a real gunicorn: its stream ends, the upstream call behind it ends, and its row is written."""
 import json
+import select
 import socket
 import time
 import types
@@ -147,3 +148,51 @@ def test_a_408_leaves_no_traceback(start_gateway, simulator):
     status, _, _ = _head(sock)
     time.sleep(2.5)
     assert status == 408 and "Traceback" not in gw.log()
+
+
+def test_a_body_trickled_a_byte_at_a_time_is_cut_off_at_the_deadline(start_gateway, simulator):
+    # Each byte comes well within the client timeout, so only a bound on the whole read ends it (it was held for
+    # as long as the client kept trickling).
+    gw = start_gateway(simulator, GATEWAY_CLIENT_TIMEOUT="5", GATEWAY_DEADLINE="2")
+    sock = _connect(gw)
+    sock.settimeout(15)
+    whole = _request(gw, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]})
+    head, body = whole.split(b"\r\n\r\n", 1)
+    sock.sendall(head + b"\r\n\r\n")
+    started, sent = time.monotonic(), 0
+    while sent < len(body) - 1 and not select.select([sock], [], [], 0.3)[0]:
+        sock.send(body[sent:sent + 1])
+        sent += 1
+    assert sent < len(body) - 1, "the whole body went out a byte at a time and no answer came"
+    status, _, rest = _head(sock)
+    assert status == 408 and time.monotonic() - started < 6
+    assert b'"code":"request_timeout"' in rest.replace(b" ", b"")
+
+
+def test_a_body_shorter_than_its_content_length_is_refused_without_an_upstream_call(start_gateway, simulator):
+    gw = start_gateway(simulator, GATEWAY_CLIENT_TIMEOUT="5")
+    sock = _connect(gw)
+    sock.settimeout(10)
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}
+    sock.sendall(_request(gw, body, content_length=len(json.dumps(body)) + 100))
+    sock.shutdown(socket.SHUT_WR)  # the client is done sending: 100 bytes short
+    status, _, rest = _head(sock)
+    assert status == 400 and b"Content-Length" in rest
+    assert "Traceback" not in gw.log()
+
+
+@pytest.mark.parametrize("chunked", [
+    b"zz\r\n{}\r\n0\r\n\r\n",                       # a chunk size that is not hex
+    b"2\r\n{}XX0\r\n\r\n",                          # a chunk without its terminator
+    b"2\r\n{}\r\n0\r\nBad Trailer\r\n\r\n",         # a trailer that is not a header
+])
+def test_a_body_whose_chunked_encoding_is_broken_is_a_400(start_gateway, simulator, chunked):
+    gw = start_gateway(simulator)
+    sock = _connect(gw)
+    sock.settimeout(10)
+    sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {gw.key}\r\n"
+                 f"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode() + chunked)
+    status, _, rest = _head(sock)
+    assert status == 400 and b'"type":"invalid_request_error"' in rest.replace(b" ", b"")
+    time.sleep(0.5)
+    assert "Traceback" not in gw.log() and "unhandled error" not in gw.log()
