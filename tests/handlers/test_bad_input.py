@@ -176,3 +176,17 @@ def test_unknown_fields_pass_validation(client, monkeypatch):
     client.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": MSG, "reasoning_effort": "low",
                                               "metadata": {"a": "b"}})
     assert seen["reasoning_effort"] == "low" and seen["metadata"] == {"a": "b"}
+
+
+@pytest.mark.parametrize("method, path", [("POST", "/v1//chat/completions"), ("GET", "/v1//models"),
+                                          ("GET", "//healthz")])
+def test_a_doubled_slash_is_a_json_404_not_an_html_redirect(client, method, path):
+    err = _error(client.open(path, method=method, json={"model": "gpt-4o-mini", "messages": MSG}), 404)
+    assert err["code"] == "unknown_url"
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/models", "/healthz"])
+def test_options_without_cors_is_a_json_405(client, path):
+    resp = client.open(path, method="OPTIONS")
+    _error(resp, 405)
+    assert resp.content_type.startswith("application/json")
