@@ -194,6 +194,7 @@ class Settings:
     file_config: dict
     connect_timeout: float
     read_timeout: float
+    answer_timeout: float
     first_token_timeout: float
     deadline: float
     max_request_bytes: int
@@ -257,6 +258,8 @@ def load(env=None):
         file_config=file_config,
         connect_timeout=_float(env, "GATEWAY_CONNECT_TIMEOUT", 5.0),
         read_timeout=_float(env, "GATEWAY_READ_TIMEOUT", 120.0),
+        # A non-streamed answer comes whole once generated: a reasoning model's can take minutes of silence.
+        answer_timeout=_float(env, "GATEWAY_ANSWER_TIMEOUT", 300.0),
         first_token_timeout=_float(env, "GATEWAY_FIRST_TOKEN_TIMEOUT", 60.0),
         deadline=_float(env, "GATEWAY_DEADLINE", 300.0),
         max_request_bytes=_int(env, "GATEWAY_MAX_REQUEST_BYTES", 10 * 1024 * 1024, minimum=1024),

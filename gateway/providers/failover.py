@@ -260,14 +260,17 @@ class Manager:
         if provider.inlines_images:
             request = self._with_inline_images(request, session, deadline, outcome)
         left = max(0.05, deadline - time.monotonic())
-        read = model.read_timeout or self.settings.read_timeout
         connect = min(self.settings.connect_timeout, left)
         # The socket timeouts bound each wait for a byte; the last argument bounds the whole call, so an upstream
         # trickling bytes cannot hold the request past its first-token timeout or its deadline.
         if stream:
             first = min(model.first_token_timeout or self.settings.first_token_timeout, left)
+            read = model.read_timeout or self.settings.read_timeout   # between events
             return transport.open_stream(session, provider, request, model, id_, created, (connect, first), read,
                                          first)
+        # A non-streamed answer sends nothing until it is generated: GATEWAY_READ_TIMEOUT (120 s) cut a long one
+        # off and paid for it again on the fallback.
+        read = model.read_timeout or self.settings.answer_timeout
         return transport.complete(session, provider, request, model, id_, created, (connect, min(read, left)), left)
 
     def _with_inline_images(self, request, session, deadline, outcome):

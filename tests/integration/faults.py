@@ -26,10 +26,11 @@ CLAUDE_MODEL = "claude-haiku-4-5-20251001"
 # Env shared by the fault suites: small timeouts so the suite stays fast. The breaker is off here
 # (a threshold no test reaches) so one test's failures never open a breaker for the next test on the
 # same gateway; the breaker has its own suite.
-FAST_ENV = {"GATEWAY_READ_TIMEOUT": "1", "GATEWAY_FIRST_TOKEN_TIMEOUT": "1", "GATEWAY_CONNECT_TIMEOUT": "1",
+FAST_ENV = {"GATEWAY_READ_TIMEOUT": "1", "GATEWAY_ANSWER_TIMEOUT": "1", "GATEWAY_FIRST_TOKEN_TIMEOUT": "1",
+            "GATEWAY_CONNECT_TIMEOUT": "1",
             "GATEWAY_RETRY_BACKOFF": "0.05", "GATEWAY_BREAKER_COOLDOWN": "2",
             "GATEWAY_BREAKER_FAILURES": "1000000", "GATEWAY_DEADLINE": "20", "GATEWAY_LOG_FLUSH_SECONDS": "0.05"}
-TIMEOUT = 1.0      # GATEWAY_READ_TIMEOUT = GATEWAY_FIRST_TOKEN_TIMEOUT
+TIMEOUT = 1.0      # GATEWAY_READ_TIMEOUT = GATEWAY_ANSWER_TIMEOUT = GATEWAY_FIRST_TOKEN_TIMEOUT
 QUICK = 0.8        # a bound for "no timeout was waited for": well below TIMEOUT, with room for a slow CI box
 SLACK = 0.8        # what a request may take beyond the waits it must make
 

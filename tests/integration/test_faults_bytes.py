@@ -4,8 +4,8 @@ that never sends an event. A small OpenAI-speaking server of the test's own, ove
 gunicorn + gevent.
 
 The socket timeouts bound each wait for a byte; these check that the settings bound what the README says they
-do: GATEWAY_READ_TIMEOUT an answer that stops, GATEWAY_FIRST_TOKEN_TIMEOUT the wait for a stream's first event,
-GATEWAY_DEADLINE the whole request.
+do: GATEWAY_ANSWER_TIMEOUT an answer that stops (GATEWAY_READ_TIMEOUT a stream), GATEWAY_FIRST_TOKEN_TIMEOUT the wait
+for a stream's first event, GATEWAY_DEADLINE the whole request.
 """
 import json
 import re
@@ -16,11 +16,11 @@ import pytest
 
 from tests.integration.faults import SLACK, assert_logged, chat, log_row
 
-TIMEOUT = 1.0    # GATEWAY_READ_TIMEOUT = GATEWAY_FIRST_TOKEN_TIMEOUT
+TIMEOUT = 1.0    # GATEWAY_READ_TIMEOUT = GATEWAY_ANSWER_TIMEOUT = GATEWAY_FIRST_TOKEN_TIMEOUT
 DEADLINE = 3.0
 DRIP = 0.3       # seconds between two trickled bytes: well inside the read timeout
-ENV = {"GATEWAY_READ_TIMEOUT": str(TIMEOUT), "GATEWAY_FIRST_TOKEN_TIMEOUT": str(TIMEOUT),
-       "GATEWAY_CONNECT_TIMEOUT": "1", "GATEWAY_DEADLINE": str(DEADLINE), "GATEWAY_RETRY_BACKOFF": "0.05",
+ENV = {"GATEWAY_READ_TIMEOUT": str(TIMEOUT), "GATEWAY_ANSWER_TIMEOUT": str(TIMEOUT),
+       "GATEWAY_FIRST_TOKEN_TIMEOUT": str(TIMEOUT), "GATEWAY_CONNECT_TIMEOUT": "1", "GATEWAY_DEADLINE": str(DEADLINE), "GATEWAY_RETRY_BACKOFF": "0.05",
        "GATEWAY_BREAKER_FAILURES": "1000000", "GATEWAY_LOG_FLUSH_SECONDS": "0.05",
        "ANTHROPIC_API_KEY": None, "GEMINI_API_KEY": None}
 FAULTY, HEALTHY = "gpt-4o-mini", "gpt-4o"   # the upstream misbehaves for the first only

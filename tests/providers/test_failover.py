@@ -125,6 +125,21 @@ def test_a_timeout_fails_over_without_retrying_the_silent_route(gw):
     assert openai.call_count == 1
 
 
+@pytest.mark.parametrize("env, waited", [
+    ({}, 300.0),                                                      # GATEWAY_ANSWER_TIMEOUT's default
+    ({"GATEWAY_ANSWER_TIMEOUT": "250", "GATEWAY_READ_TIMEOUT": "7"}, 250.0),
+    ({"GATEWAY_ANSWER_TIMEOUT": "900"}, 300.0),                       # never past GATEWAY_DEADLINE
+])
+@responses.activate
+def test_a_non_streamed_answer_is_waited_for_as_long_as_the_answer_timeout_says(gw, env, waited):
+    # It comes whole once generated; GATEWAY_READ_TIMEOUT (120 s, for the gaps in a stream) cut long ones off.
+    client, _ = gw(**env)
+    openai = responses.post(OPENAI_URL, json=openai_completion())
+    assert chat(client).status_code == 200
+    connect, read = openai.calls[0].request.req_kwargs["timeout"]
+    assert connect == 5.0 and waited - 1 < read <= waited
+
+
 @responses.activate
 def test_a_client_error_is_returned_at_once_without_retry_or_failover(gw):
     client, _ = gw()
