@@ -300,6 +300,14 @@ class Manager:
                 f"The gateway's credentials for {model.provider} were rejected (HTTP {err.upstream_status}); "
                 "the operator has been alerted.", "upstream_error", None, "upstream_auth_failed"),
                 upstream_status=err.upstream_status, reason="auth")
+        if err.reason == "account":
+            log.error("PROVIDER ACCOUNT REFUSED: %s answered %s for %s (%s); check the gateway's account there "
+                      "(credit, billing, region)", model.provider, err.upstream_status, model.name,
+                      err.error.get("message"))
+            return UpstreamError(502, error_object(
+                f"The gateway's account with {model.provider} cannot be used (HTTP {err.upstream_status}: out of "
+                "credit, billing or region); the operator has been alerted.", "upstream_error", None,
+                "upstream_account_refused"), upstream_status=err.upstream_status, reason="account")
         return err
 
     def _exhausted(self, last, outcome, deadline):

@@ -128,4 +128,7 @@ def error_from_openai(status, body, text, retry_after=None):
                              _STATUS_TYPE.get(status, "server_error"), None, None)
     if status == 429 and not error["code"]:
         error["code"] = "rate_limit_exceeded"
-    return UpstreamError(status if 400 <= status < 600 else 502, error, retry_after, upstream_status=status)
+    # Out of credit: no wait makes it pass, and it is the operator's account, not the client's request.
+    reason = "account" if error["code"] == "insufficient_quota" else None
+    return UpstreamError(status if 400 <= status < 600 else 502, error, retry_after, upstream_status=status,
+                         reason=reason)

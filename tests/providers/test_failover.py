@@ -586,3 +586,43 @@ def test_a_half_open_requested_model_is_still_asked_when_no_fallback_can_express
     resp = chat(client, TWO_CHOICES, **{"X-Gateway-Fallbacks": "claude-haiku-4-5"})
     assert resp.status_code == 200 and resp.headers["X-Model"] == "gpt-4o-mini"
     assert openai.call_count == 1
+
+
+CREDIT = "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade."
+CLAUDE_BODY = {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "Say hello"}]}
+
+
+@pytest.mark.parametrize("status, type_, message", [
+    (400, "invalid_request_error", CREDIT),       # what public reports show Anthropic sending
+    (402, "billing_error", "Billing issue."),
+])
+@responses.activate
+def test_an_upstream_account_out_of_credit_fails_over_and_is_logged_loudly(gw, caplog, status, type_, message):
+    # The gateway's account, not the client's request: never its 400, and the fallbacks are tried.
+    client, _ = gw()
+    anthropic = responses.post(ANTHROPIC_URL, json=anthropic_error(status, type_, message), status=status)
+    responses.post(OPENAI_URL, json=openai_completion())
+    with caplog.at_level(logging.ERROR, logger="gateway"):
+        resp = chat(client, CLAUDE_BODY)
+    assert resp.status_code == 200 and resp.headers["X-Provider"] == "openai"
+    assert anthropic.call_count == 1
+    assert any("PROVIDER ACCOUNT REFUSED" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("url, answer", [
+    (ANTHROPIC_URL, (400, anthropic_error(400, "invalid_request_error", CREDIT))),
+    (GEMINI_BASE + "gemini-2.5-flash:generateContent",
+     (400, {"error": {"code": 400, "message": "User location is not supported for the API use.",
+                      "status": "FAILED_PRECONDITION"}})),
+    (OPENAI_URL, (429, openai_error(429, "You exceeded your current quota, please check your plan and billing "
+                                         "details.", "insufficient_quota", "insufficient_quota"))),
+])
+@responses.activate
+def test_without_failover_an_account_refusal_is_a_502_naming_the_operators_account(gw, url, answer):
+    client, _ = gw()
+    status, body = answer
+    responses.post(url, json=body, status=status)
+    model = {ANTHROPIC_URL: "claude-haiku-4-5", OPENAI_URL: "gpt-4o-mini"}.get(url, "gemini-2.5-flash")
+    resp = chat(client, {**CLAUDE_BODY, "model": model}, **{"X-Gateway-Failover": "off"})
+    assert resp.status_code == 502
+    assert resp.get_json()["error"]["code"] == "upstream_account_refused"

@@ -22,6 +22,11 @@ _GATEWAY_STATUS = {529: 503}
 # Anthropic says "prompt is too long: 208310 tokens > 200000 maximum" or "input length and
 # `max_tokens` exceed context limit: ..."; OpenAI clients look for code context_length_exceeded.
 _CONTEXT_LENGTH = ("prompt is too long", "exceed context limit")
+# The gateway's Anthropic account out of credit: 402 billing_error, or (the body public reports show) 400
+# invalid_request_error "Your credit balance is too low to access the Anthropic API. ..." (reference D.7). The
+# operator's problem, not the client's request: failed over, never returned as the client's 400 (see
+# failover.Manager.own_view, reason "account").
+_OUT_OF_CREDIT = "credit balance is too low"
 
 
 def error_from_anthropic(status, body, text, retry_after=None):
@@ -39,8 +44,11 @@ def _upstream_error(kind, message, status, retry_after=None):
     kind = kind if kind in _ERRORS else _KIND_BY_STATUS.get(status)
     fallback = "invalid_request_error" if status < 500 else "server_error"
     _, type_, code = _ERRORS.get(kind, (status, fallback, None))
-    param = None
-    if any(phrase in message.lower() for phrase in _CONTEXT_LENGTH):
+    param, reason = None, None
+    lowered = str(message).lower()
+    if any(phrase in lowered for phrase in _CONTEXT_LENGTH):
         code, param = "context_length_exceeded", "messages"
+    elif kind == "billing_error" or _OUT_OF_CREDIT in lowered:
+        reason = "account"
     return UpstreamError(_GATEWAY_STATUS.get(status, status), error_object(message, type_, param, code),
-                         retry_after=retry_after, upstream_status=status)
+                         retry_after=retry_after, upstream_status=status, reason=reason)

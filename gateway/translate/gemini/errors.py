@@ -41,6 +41,10 @@ def error_from_gemini(status, body, text, retry_after=None):
     if PROVIDER_KEY_REASONS & {d.get("reason") for d in details}:
         answer, type_, code, reason = 502, "upstream_error", UPSTREAM_AUTH_CODE, "auth"
         message = f"Gemini rejected the gateway's provider API key: {message}"
+    elif error.get("status") == "FAILED_PRECONDITION":
+        # The gateway's key cannot be served where it is, or its project has no billing (reference C.5): the
+        # operator's problem, failed over as such (failover.Manager.own_view, reason "account").
+        reason = "account"
     elif _CONTEXT_LENGTH.search(message):
         answer, type_, param, code = 400, "invalid_request_error", "messages", "context_length_exceeded"
     elif status == 429 and retry_after is None:
