@@ -38,6 +38,23 @@ def error_object(message, type_="invalid_request_error", param=None, code=None):
             "code": code if code is None or type(code) is str else str(code)}
 
 
+def refuse_legacy_functions(request, family):
+    """OpenAI's deprecated `functions` / `function_call` (and assistant messages carrying a `function_call`) have
+    no translation here: a 400 naming them, rather than an answer that silently ignored the functions (which
+    the Claude and Gemini translators did, finish_reason "stop" where a forced call was asked for)."""
+    for field in ("functions", "function_call"):
+        if request.get(field) is not None:
+            raise UpstreamError(400, error_object(
+                f"'{field}' (deprecated by OpenAI) is not supported for {family} models; send 'tools' and "
+                "'tool_choice' instead.", "invalid_request_error", field, "unsupported_parameter"))
+    for i, message in enumerate(request.get("messages") or ()):
+        if message.get("function_call") is not None:
+            raise UpstreamError(400, error_object(
+                f"An assistant message's 'function_call' (deprecated by OpenAI) is not supported for {family} "
+                "models; send 'tool_calls' instead.", "invalid_request_error", f"messages[{i}].function_call",
+                "unsupported_parameter"))
+
+
 def new_completion_id():
     return "chatcmpl-" + ids.token_urlsafe(21).replace("-", "a").replace("_", "b")
 

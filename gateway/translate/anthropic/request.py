@@ -3,7 +3,8 @@ forced tool, temperature and top_p) are explained in the package docstring."""
 import json
 import re
 
-from gateway.translate.common import UpstreamError, error_object, id_digest, split_tool_call_id, text_of
+from gateway.translate.common import (UpstreamError, error_object, id_digest, refuse_legacy_functions,
+                                     split_tool_call_id, text_of)
 from gateway.translate.media import image_type
 
 JSON_TOOL = "json_tool_call"
@@ -24,6 +25,7 @@ def _bad_request(message, param):
 
 def to_anthropic(request, model, default_max_tokens):
     """An OpenAI chat request body (already validated) → an Anthropic /v1/messages body."""
+    refuse_legacy_functions(request, "Claude")
     if request.get("n") not in (None, 1):
         raise _bad_request("This model returns one choice per request; n must be 1.", "n")
     system, messages = _messages(request["messages"])

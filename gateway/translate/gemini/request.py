@@ -3,7 +3,8 @@ schemas) are in the package docstring."""
 import json
 from urllib.parse import urlsplit
 
-from gateway.translate.common import UpstreamError, error_object, split_tool_call_id, text_of
+from gateway.translate.common import (UpstreamError, error_object, refuse_legacy_functions, split_tool_call_id,
+                                     text_of)
 from gateway.translate.media import image_type
 from gateway.translate.schema import clean_schema
 
@@ -70,6 +71,7 @@ DEFAULT_IMAGE_MIME = "image/jpeg"
 def to_gemini(request, default_max_tokens=None, capabilities=frozenset()):
     """An OpenAI chat request (already validated) → a generateContent body (the model goes in the URL).
     `capabilities`: the model's, from the model table (see PENALTIES)."""
+    refuse_legacy_functions(request, "Gemini")
     system, contents = _contents(request["messages"])
     declarations = [_declaration(t["function"]) for t in request.get("tools") or []
                     if t.get("type", "function") == "function"]
