@@ -438,7 +438,8 @@ def test_data_url_image_becomes_base64_image_block():
 @pytest.mark.parametrize("url", ["data:image/png;base64,/9j/4AAQSkZJRg==", "data:image/jpg;base64,/9j/4AAQSkZJRg=="])
 def test_data_url_image_goes_with_the_type_its_bytes_are(url):
     # Anthropic refuses a label the bytes contradict, and image/jpg; OpenAI takes both.
-    (block,) = messages_of({"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]})[0]["content"]
+    part = {"type": "image_url", "image_url": {"url": url}}
+    (block,) = messages_of({"role": "user", "content": [part]})[0]["content"]
     assert block["source"] == {"type": "base64", "media_type": "image/jpeg", "data": "/9j/4AAQSkZJRg=="}
 
 

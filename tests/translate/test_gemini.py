@@ -610,7 +610,8 @@ def test_schema_nested_empty_properties_removed():
     ({"type": "string", "properties": {"x": {"type": "string"}}, "required": ["x"]}, {"type": "STRING"}),
     # an array without items: Gemini answers 400 "...items: missing field"
     ({"type": "array"}, {"type": "ARRAY", "items": {"type": "STRING"}}),
-    ({"type": "array", "items": {"type": "array"}}, {"type": "ARRAY", "items": {"type": "ARRAY", "items": {"type": "STRING"}}}),
+    ({"type": "array", "items": {"type": "array"}},
+     {"type": "ARRAY", "items": {"type": "ARRAY", "items": {"type": "STRING"}}}),
     ({"type": ["array", "null"]}, {"type": "ARRAY", "nullable": True, "items": {"type": "STRING"}}),
     ({"type": "array", "items": {"type": "integer"}}, {"type": "ARRAY", "items": {"type": "INTEGER"}}),
     # a union keeps its branches as they are
