@@ -12,7 +12,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from gateway import accounting, metrics
 from gateway.cache.exact import cache_key
 from gateway.cache.replay import Accumulator, replay
-from gateway.deadline import bounded, gevent_patched
+from gateway.deadline import Watchdog
 from gateway.handlers.errors import ApiError
 from gateway.handlers.validation import validate_chat
 from gateway.jsonbytes import dumps
@@ -22,6 +22,7 @@ log = logging.getLogger("gateway.chat")
 
 bp = Blueprint("chat", __name__)
 DONE = b"data: [DONE]\n\n"
+_BODY_WATCH = Watchdog()  # bounds a whole body's read (see _body_bytes)
 
 
 def _body_bytes():
@@ -30,9 +31,9 @@ def _body_bytes():
     client sending a byte every few seconds cannot hold a connection for ever), 400 when its framing is broken
     (chunked encoding gunicorn cannot read, a body shorter than its Content-Length)."""
     try:
-        if not gevent_patched("socket"):
+        if not _BODY_WATCH.active:
             return _read_body()
-        with bounded(current_app.extensions["gateway"].settings.deadline, TimeoutError):
+        with _BODY_WATCH.bounded(current_app.extensions["gateway"].settings.deadline, TimeoutError):
             return _read_body()
     except TimeoutError:
         raise ApiError(408, "The request body did not arrive in time.", code="request_timeout") from None
