@@ -26,17 +26,28 @@ def _count(value):
 
 def counted(usage):
     """An upstream's usage as pricing, metrics and the log row may read it: a dict whose token counts are
-    non-negative ints (in range of the log's columns), any other count left out. An upstream's own figures
-    are not checked anywhere before here, and "lots", 1e300 or -5 tokens must not fail a request already
-    answered (a 500, the log row refused) nor be priced. Returned as it is when it is already clean."""
-    if not isinstance(usage, dict):
+    non-negative ints (in range of the log's columns) or null, any other count left out. An upstream's own
+    figures are not checked anywhere before here, and "lots", 1e300 or -5 tokens must not fail a request already
+    answered (a 500, the log row refused) nor be priced. Returned as it is when it is already clean (~1 µs)."""
+    if type(usage) is not dict:
         return None
-    clean = all(_count(usage[k]) is not None for k in _COUNTS if k in usage) and all(
-        isinstance(usage[k], dict) and all(_count(v) is not None for v in usage[k].values())
-        for k in _DETAILS if usage.get(k) is not None)
-    if clean:
-        return usage
-    out = {k: _count(usage.get(k)) for k in _COUNTS if _count(usage.get(k)) is not None}
+    for k in _COUNTS:
+        v = usage.get(k)
+        if v is not None and not (type(v) is int and 0 <= v < _MAX_COUNT):
+            return _cleaned(usage)
+    for k in _DETAILS:
+        details = usage.get(k)
+        if details is not None:
+            if type(details) is not dict:
+                return _cleaned(usage)
+            for v in details.values():
+                if v is not None and not (type(v) is int and 0 <= v < _MAX_COUNT):
+                    return _cleaned(usage)
+    return usage
+
+
+def _cleaned(usage):
+    out = {k: usage[k] for k in _COUNTS if _count(usage.get(k)) is not None}
     for k in _DETAILS:
         details = usage.get(k)
         if isinstance(details, dict):
@@ -47,7 +58,7 @@ def counted(usage):
 def cost(gw, model, usage):
     """USD for `usage` on `model` (a registry Model), or None when the model has no price or the usage does not
     say both counts (see `counted`)."""
-    if not usage or model is None or "prompt_tokens" not in usage or "completion_tokens" not in usage:
+    if not usage or model is None or usage.get("prompt_tokens") is None or usage.get("completion_tokens") is None:
         return None
     if model.price is not None:   # from the GATEWAY_CONFIG file: priced by the same arithmetic as the table
         inp, out = model.price
