@@ -48,6 +48,11 @@ def register(app):
         headers = {}
         if e.retry_after and e.status in (429, 503) and math.isfinite(e.retry_after):
             headers["Retry-After"] = str(min(86400, max(1, math.ceil(e.retry_after))))
+        if e.status in (502, 504):
+            # The gateway has retried and failed over already; OpenAI's SDKs would retry a 502/504 twice more, each
+            # time the whole chain again (a 504 is GATEWAY_DEADLINE spent). They read this header first. 429 and
+            # 503 (with Retry-After) are still theirs to retry.
+            headers["x-should-retry"] = "false"
         outcome = getattr(e, "outcome", None)
         if outcome is not None:
             g.outcome = outcome

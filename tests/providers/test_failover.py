@@ -257,6 +257,7 @@ def test_every_provider_failing_is_a_clear_error_naming_them(gw):
     for name in ("openai/gpt-4o-mini", "anthropic/claude-haiku-4-5-20251001", "gemini/gemini-2.5-flash"):
         assert name in err["message"]
     assert len(responses.calls) == 6   # one retry each, bounded
+    assert resp.headers["x-should-retry"] == "false"   # the SDK would walk the chain twice more
 
 
 @responses.activate
@@ -546,6 +547,7 @@ def test_every_fallback_unable_after_a_failover_keeps_the_class_of_the_real_fail
     assert "anthropic/claude-haiku-4-5 (This model returns one choice per request; n must be 1.)" in err["message"]
     assert resp.headers["X-Model"] == "gemini-2.5-flash"   # the last model asked, not the one passed over
     assert anthropic.call_count == 0
+    assert "x-should-retry" not in resp.headers   # "unavailable, try later" stays the client's to retry
 
 
 @responses.activate
@@ -626,3 +628,20 @@ def test_without_failover_an_account_refusal_is_a_502_naming_the_operators_accou
     resp = chat(client, {**CLAUDE_BODY, "model": model}, **{"X-Gateway-Failover": "off"})
     assert resp.status_code == 502
     assert resp.get_json()["error"]["code"] == "upstream_account_refused"
+
+
+@responses.activate
+def test_the_openai_sdk_does_not_retry_what_the_gateway_already_failed_over(gw):
+    import openai
+    client, _ = gw()
+    responses.post(OPENAI_URL, json=openai_error(500), status=500)
+    responses.post(ANTHROPIC_URL, json=anthropic_error(500), status=500)
+    responses.post(GEMINI_FLASH, json={"error": {"code": 500, "message": "Internal error", "status": "INTERNAL"}},
+                   status=500)
+    resp = chat(client)
+    assert resp.status_code == 502
+    # What the SDK decides on this response (openai-python's _should_retry reads x-should-retry first).
+    import httpx
+    sdk = openai.OpenAI(api_key="x", base_url="http://gateway/v1")
+    answer = httpx.Response(resp.status_code, headers=dict(resp.headers), content=resp.data)
+    assert sdk._should_retry(answer) is False
