@@ -1,6 +1,8 @@
 """POST /v1/chat/completions: validate, answer from the cache or through the failover manager,
 price the answer, and stream it or send it whole."""
 import logging
+import select
+import socket
 import time
 from decimal import Decimal
 
@@ -256,9 +258,24 @@ def _stream(gw, body, model, key):
             cache.unlock(key)
         raise
     g.ttft = time.perf_counter() - g.start
+    sock = request.environ.get("gunicorn.socket")
+    if sock is not None and hasattr(upstream, "still_wanted"):
+        upstream.still_wanted = lambda: _connected(sock)  # no continuation is bought for a client that has left
     resp = _sse_response(_relay(gw, upstream, include_usage, key if locked else None))
     _route_headers(gw, resp, None, False, key)   # no X-Cost-USD yet: the usage chunk carries the cost
     return resp
+
+
+def _connected(sock):
+    """Whether the client is still there: nothing to read, or something (a pipelined request), but not the end
+    of its side. Looked at only before a continuation is asked for: a write to a client that has gone fails
+    only at the next event, after the gateway has paid for one more upstream call."""
+    try:
+        if not select.select([sock], [], [], 0)[0]:
+            return True
+        return sock.recv(1, socket.MSG_PEEK) != b""
+    except (OSError, ValueError):
+        return False
 
 
 def _replay(gw, chunks, include_usage):

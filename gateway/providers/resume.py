@@ -7,17 +7,38 @@ can continue a prefill are asked. When none can, the stream ends with an error e
 original failure, never with a clean finish.
 """
 import logging
+import math
 
 from gateway.translate.common import UpstreamError
 
 log = logging.getLogger("gateway")
+_LIMITS = ("max_completion_tokens", "max_tokens")
 
 
-def continuation_request(request, partial):
+def continuation_request(request, partial, spent=0):
+    """The request a continuation sends: the partial answer as a prefill, and the client's token limit less the
+    `spent` tokens already streamed (the limit is the whole answer's, not each attempt's)."""
     body = dict(request)
     if partial:
         body["messages"] = list(request["messages"]) + [{"role": "assistant", "content": partial.rstrip()}]
+    for field in _LIMITS:
+        if isinstance(body.get(field), int):
+            body[field] = body[field] - spent
     return body
+
+
+def left_to_write(request, spent):
+    """Tokens the client's limit still allows after `spent`, or None when it set none."""
+    limits = [request[f] for f in _LIMITS if isinstance(request.get(f), int)]
+    return min(limits) - spent if limits else None
+
+
+def tokens_spent(text, deltas, usage):
+    """Completion tokens already streamed, for the limit: what the upstream counted when it said (Anthropic and
+    Gemini count as they go), else the larger of the content deltas (OpenAI sends about a token each) and the
+    characters / 4, so that a continuation errs towards stopping short of the limit, never past it."""
+    counted = (usage or {}).get("completion_tokens") if isinstance(usage, dict) else None
+    return max(counted if isinstance(counted, int) else 0, deltas, math.ceil(len(text) / 4))
 
 
 class ResilientStream:
@@ -32,7 +53,9 @@ class ResilientStream:
         self.deadline = deadline
         self.state = upstream.state
         self.text = []
+        self.deltas = 0             # content deltas sent, over every attempt
         self.tool_calls_sent = False
+        self.still_wanted = lambda: True   # the handler's: False once the client has gone (no call for nobody)
         self.resumed_on = []        # models asked to continue, in order
         self._trim_pending = False
         # The id and created the client saw on the first chunk. An OpenAI stream relays the upstream's
@@ -62,7 +85,13 @@ class ResilientStream:
                 self.manager.count_failure(failed, err)
                 log.warning("stream from %s broke (%s) after %d characters; trying to continue",
                             failed.name, err.reason or err.status, sum(map(len, self.text)))
-                stream = None if self.tool_calls_sent or self._json_sent() else self._continue(failed)
+                spent = tokens_spent("".join(self.text), self.deltas, self.state.usage)
+                left = left_to_write(self.request, spent)
+                if left is not None and left <= 0 and any(self.text) and not self.tool_calls_sent:
+                    # The client's limit is reached: the answer ends as it would have, at its length.
+                    yield self._finish("length")
+                    return
+                stream = None if self.tool_calls_sent or self._json_sent() else self._continue(failed, spent)
                 if stream is None:
                     raise UpstreamError(original.status, original.error, reason=original.reason) from None
                 self._malformed_before += self.upstream.malformed
@@ -89,6 +118,7 @@ class ResilientStream:
                 choice = {**choice, "delta": delta}
                 chunk = {**chunk, "choices": [choice]}
             if delta.get("content"):
+                self.deltas += 1
                 content = delta["content"]
                 if self._needs_space_trim(content):
                     content = content.lstrip()
@@ -118,9 +148,17 @@ class ResilientStream:
                 if m.name not in self.resumed_on and self.manager.providers[m.provider].configured
                 and (not partial or m.can("prefill"))]
 
-    def _continue(self, failed):
-        body = continuation_request(self.request, "".join(self.text))
+    def _finish(self, reason):
+        return {"id": self.sent_id or self.id, "object": "chat.completion.chunk", "created": self.sent_created or
+                self.created, "model": self.outcome.model.name,
+                "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason}]}
+
+    def _continue(self, failed, spent=0):
+        body = continuation_request(self.request, "".join(self.text), spent)
         for model in self._candidates(failed):
+            if not self.still_wanted():
+                log.info("client gone: not continuing its stream on %s", model.name)
+                return None
             self.resumed_on.append(model.name)
             try:
                 stream = self.manager.attempt(body, model, self.id, self.created, True, self.deadline, self.outcome)

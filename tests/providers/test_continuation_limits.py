@@ -1,0 +1,104 @@
+"""A stream continued after a cut: the client's max_tokens bounds the whole answer, not each attempt, and no
+continuation is bought for a client that has gone. Upstreams mocked with `responses` in their wire formats."""
+import json
+import socket
+
+import pytest
+import responses
+
+from gateway.handlers.chat import _connected
+from gateway.providers.resume import continuation_request, left_to_write, tokens_spent
+from tests.providers.wire import ANTHROPIC_URL, OPENAI_URL, anthropic_stream, openai_stream
+
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}], "stream": True}
+WORDS = ["one", " two", " three", " four"]
+
+
+@pytest.fixture
+def manager(make_app):
+    app, _ = make_app()
+    manager = app.extensions["gateway"].manager
+    manager.sleep = lambda seconds: None
+    return manager
+
+
+def run(manager, body):
+    stream, _ = manager.run(body, manager.registry.resolve(body["model"]), "chatcmpl-x", 1, stream=True)
+    return stream, list(stream)
+
+
+def text_of(chunks):
+    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+
+
+@responses.activate
+def test_a_continuation_asks_only_for_what_the_limit_has_left(manager):
+    responses.post(OPENAI_URL, body=openai_stream(WORDS, complete=False), content_type="text/event-stream",
+                   stream=True)
+    claude = responses.post(ANTHROPIC_URL, body=anthropic_stream([" five."]), content_type="text/event-stream",
+                            stream=True)
+    _, chunks = run(manager, {**BODY, "max_tokens": 20})
+    assert text_of(chunks) == "one two three four five."
+    sent = json.loads(claude.calls[0].request.body)
+    assert sent["max_tokens"] == 20 - 5   # 4 deltas, or 19 characters / 4 rounded up: 5
+
+
+@responses.activate
+def test_a_cut_at_the_limit_ends_the_answer_at_its_length_without_another_call(manager):
+    responses.post(OPENAI_URL, body=openai_stream(WORDS, complete=False), content_type="text/event-stream",
+                   stream=True)
+    claude = responses.post(ANTHROPIC_URL, body=anthropic_stream([" five."]), content_type="text/event-stream",
+                            stream=True)
+    _, chunks = run(manager, {**BODY, "max_completion_tokens": 4})
+    assert text_of(chunks) == "one two three four"
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "length"
+    assert {c["id"] for c in chunks} == {"chatcmpl-s"}
+    assert claude.call_count == 0
+
+
+@responses.activate
+def test_no_continuation_is_asked_for_a_client_that_has_gone(manager):
+    responses.post(OPENAI_URL, body=openai_stream(WORDS, complete=False), content_type="text/event-stream",
+                   stream=True)
+    claude = responses.post(ANTHROPIC_URL, body=anthropic_stream([" five."]), content_type="text/event-stream",
+                            stream=True)
+    stream, _ = manager.run(BODY, manager.registry.resolve("gpt-4o-mini"), "chatcmpl-x", 1, stream=True)
+    stream.still_wanted = lambda: False
+    with pytest.raises(Exception) as e:
+        list(stream)
+    assert getattr(e.value, "status", None) == 502 and claude.call_count == 0
+
+
+@pytest.mark.parametrize("request_, spent, left", [
+    ({"max_tokens": 10}, 4, 6), ({"max_completion_tokens": 10, "max_tokens": 50}, 4, 6), ({}, 4, None),
+])
+def test_left_to_write(request_, spent, left):
+    assert left_to_write(request_, spent) == left
+
+
+@pytest.mark.parametrize("text, deltas, usage, spent", [
+    ("one two", 2, None, 2),                               # characters / 4 rounded up: 2
+    ("a" * 40, 3, None, 10),                               # long deltas: the characters say more
+    ("one", 1, {"completion_tokens": 7}, 7),               # what the upstream counted, when it did
+    ("one", 1, {"completion_tokens": "x"}, 1),
+])
+def test_tokens_spent_errs_towards_stopping_short(text, deltas, usage, spent):
+    assert tokens_spent(text, deltas, usage) == spent
+
+
+def test_the_continuation_request_carries_the_prefill_and_the_limit_left():
+    body = continuation_request({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}, "Hello ", 3)
+    assert body["messages"][-1] == {"role": "assistant", "content": "Hello"} and body["max_tokens"] == 7
+
+
+def test_a_client_is_connected_until_it_closes_its_side():
+    ours, theirs = socket.socketpair()
+    try:
+        assert _connected(ours)
+        theirs.sendall(b"GET / HTTP/1.1\r\n")      # a pipelined request is no goodbye
+        assert _connected(ours)
+        ours.recv(100)
+        theirs.close()
+        assert not _connected(ours)
+    finally:
+        ours.close()
