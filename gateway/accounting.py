@@ -66,6 +66,29 @@ def cost(gw, model, usage):
     return gw.prices.cost(model.name, usage)
 
 
+def with_earlier(gw, model, usage, earlier):
+    """(usage, cost) of an answer streamed by several attempts (a continued stream, gateway/providers/resume.py):
+    `usage`, the last attempt's, and `earlier`, [(model, usage)] of those given up on. The usage describes the
+    answer: the prompt as first sent, the completion over every attempt. The cost is what every attempt was
+    billed, each at its own model's price, prefill included. An attempt whose prompt its upstream never counted
+    (an OpenAI stream cut before its usage chunk) is given the last attempt's less the prefills since it.
+    (usage, cost) as they were when the last attempt counted nothing."""
+    if not usage or usage.get("prompt_tokens") is None or usage.get("completion_tokens") is None:
+        return usage, cost(gw, model, usage)
+    last_prompt = usage["prompt_tokens"]
+    parts, since = [], 0
+    for earlier_model, part in reversed(earlier):
+        since += part["completion_tokens"]
+        prompt = part["prompt_tokens"] if part["prompt_tokens"] is not None else max(0, last_prompt - since)
+        parts.append((earlier_model, {"prompt_tokens": prompt, "completion_tokens": part["completion_tokens"]}))
+    parts.reverse()
+    completion = usage["completion_tokens"] + since
+    combined = {**usage, "prompt_tokens": parts[0][1]["prompt_tokens"], "completion_tokens": completion,
+                "total_tokens": parts[0][1]["prompt_tokens"] + completion}
+    costs = [cost(gw, model, usage)] + [cost(gw, m, u) for m, u in parts]
+    return combined, (None if any(c is None for c in costs) else sum(costs))
+
+
 def header(value):
     return str((value or Decimal(0)).quantize(SIX))
 

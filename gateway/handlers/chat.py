@@ -299,10 +299,16 @@ def _relay(gw, upstream, include_usage, key):
                 acc.add(c)
             yield _data(c)
         g.usage = accounting.counted(upstream.state.usage)
-        g.cost = accounting.cost(gw, g.outcome.model, g.usage)
+        earlier = getattr(upstream, "earlier", None)
+        if earlier:  # a continued stream: every attempt counted, not only the last
+            g.usage, g.cost = accounting.with_earlier(gw, g.outcome.model, g.usage, earlier)
+        else:
+            g.cost = accounting.cost(gw, g.outcome.model, g.usage)
         if include_usage:
             last = upstream.state.usage_chunk()
             if last is not None:
+                if earlier and g.usage:
+                    last["usage"] = {**(last.get("usage") or {}), **g.usage}
                 last["cost_usd"] = float(g.cost) if g.cost is not None else None
                 yield _data(last)
         yield DONE

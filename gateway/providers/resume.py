@@ -54,6 +54,8 @@ class ResilientStream:
         self.state = upstream.state
         self.text = []
         self.deltas = 0             # content deltas sent, over every attempt
+        self.earlier = []           # (model, usage) of each attempt given up on; see _give_up
+        self._attempt = [0, 0]      # this attempt's content deltas and characters
         self.tool_calls_sent = False
         self.still_wanted = lambda: True   # the handler's: False once the client has gone (no call for nobody)
         self.resumed_on = []        # models asked to continue, in order
@@ -85,6 +87,7 @@ class ResilientStream:
                 self.manager.count_failure(failed, err)
                 log.warning("stream from %s broke (%s) after %d characters; trying to continue",
                             failed.name, err.reason or err.status, sum(map(len, self.text)))
+                self._give_up(failed)
                 spent = tokens_spent("".join(self.text), self.deltas, self.state.usage)
                 left = left_to_write(self.request, spent)
                 if left is not None and left <= 0 and any(self.text) and not self.tool_calls_sent:
@@ -119,6 +122,7 @@ class ResilientStream:
                 chunk = {**chunk, "choices": [choice]}
             if delta.get("content"):
                 self.deltas += 1
+                self._attempt[0] += 1
                 content = delta["content"]
                 if self._needs_space_trim(content):
                     content = content.lstrip()
@@ -126,6 +130,7 @@ class ResilientStream:
                     if not content:
                         return None
                 self.text.append(content)
+                self._attempt[1] += len(content)
             if delta.get("tool_calls"):
                 self.tool_calls_sent = True
         return chunk
@@ -147,6 +152,19 @@ class ResilientStream:
         return [m for m in [failed] + after
                 if m.name not in self.resumed_on and self.manager.providers[m.provider].configured
                 and (not partial or m.can("prefill"))]
+
+    def _give_up(self, model):
+        """Note what the attempt given up on was billed for, so the answer's usage and cost count every attempt,
+        not only the last: its own counts where its upstream gave them (Anthropic and Gemini count as they go),
+        else the completion estimated as `tokens_spent` does and the prompt left for the handler to estimate."""
+        usage = self.state.usage if isinstance(self.state.usage, dict) else {}
+        deltas, chars = self._attempt
+        counted = usage.get("completion_tokens")
+        prompt = usage.get("prompt_tokens")
+        self.earlier.append((model, {
+            "prompt_tokens": prompt if isinstance(prompt, int) and prompt > 0 else None,
+            "completion_tokens": max(counted if isinstance(counted, int) else 0, deltas, math.ceil(chars / 4))}))
+        self._attempt = [0, 0]
 
     def _finish(self, reason):
         return {"id": self.sent_id or self.id, "object": "chat.completion.chunk", "created": self.sent_created or

@@ -102,3 +102,34 @@ def test_a_client_is_connected_until_it_closes_its_side():
         assert not _connected(ours)
     finally:
         ours.close()
+
+
+@responses.activate
+def test_a_continued_answer_counts_and_prices_every_attempt(make_app):
+    from decimal import Decimal
+    from sqlalchemy import select
+    from gateway.store.models import gateway_logs
+    app, key = make_app()
+    client = app.test_client()
+    responses.post(OPENAI_URL, body=openai_stream(WORDS, complete=False), content_type="text/event-stream",
+                   stream=True)
+    responses.post(ANTHROPIC_URL, body=anthropic_stream([" five."]), content_type="text/event-stream", stream=True)
+    resp = client.post("/v1/chat/completions", json={**BODY, "stream_options": {"include_usage": True}},
+                       headers={"Authorization": f"Bearer {key}", "Cache-Control": "no-cache"})
+    events = [json.loads(line[6:]) for line in resp.get_data(as_text=True).split("\n")
+              if line.startswith("data: {")]
+    usage, cost = events[-1]["usage"], Decimal(str(events[-1]["cost_usd"]))
+    claude = {"prompt_tokens": 11, "completion_tokens": 1}   # tests/providers/wire.py's anthropic_stream
+    # OpenAI's attempt: cut before its usage chunk; 4 deltas, 19 characters: 5 tokens. Its prompt is taken as
+    # Claude's less the prefill since (5): 6.
+    assert (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) == (6, 5 + 1, 6 + 6)
+    prices = app.extensions["gateway"].prices
+    registry = app.extensions["gateway"].registry
+    billed = (prices.cost(registry.resolve("gpt-4o-mini").name, {"prompt_tokens": 6, "completion_tokens": 5})
+              + prices.cost(registry.resolve("claude-haiku-4-5-20251001").name, claude))
+    assert abs(cost - billed) <= Decimal("0.000001")
+    app.extensions["gateway"].log_writer.flush(10)
+    with app.extensions["gateway"].engine.connect() as conn:
+        row = conn.execute(select(gateway_logs).where(
+            gateway_logs.c.request_id == resp.headers["X-Request-Id"])).one()
+    assert (row.prompt_tokens, row.completion_tokens) == (6, 6) and abs(row.cost_usd - billed) <= Decimal("1e-6")

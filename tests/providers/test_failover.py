@@ -444,7 +444,9 @@ def test_a_continuation_keeps_the_id_the_client_already_has_usage_chunk_included
         "The quick brown fox."
     assert {c["id"] for c in chunks} == {"chatcmpl-s"}           # OpenAI's id, as the first chunk had it
     assert {c["created"] for c in chunks} == {1}
-    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 1
+    # Every attempt counted: Claude's 1 token, and OpenAI's "The quick brown" (cut before its usage chunk:
+    # estimated as the larger of its 2 deltas and 15 characters / 4 rounded up).
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 1 + 4
 
 
 @responses.activate
