@@ -203,6 +203,10 @@ def _fault(status, message, reason, code="upstream_error"):
 _RETRY_AFTER_MAX = 86400.0  # longer is no hint a client can use; inf and nan (float() reads both) none at all
 
 
+# What a translator raises on JSON of the wrong shape (an upstream's fault, never the client's nor ours to 500 on).
+_WRONG_SHAPE = (TypeError, AttributeError, KeyError, IndexError, ValueError)
+
+
 def _retry_after(headers):
     """Seconds from retry-after-ms or retry-after (a number), or None when neither gives a usable one."""
     for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
@@ -224,7 +228,10 @@ def _error_from_response(provider, resp):
         body = None
     if isinstance(body, list) and body and isinstance(body[0], dict):
         body = body[0]  # Gemini's JSON-array stream wraps its error in a list
-    return provider.error(resp.status_code, body, text, _retry_after(resp.headers))
+    try:
+        return provider.error(resp.status_code, body, text, _retry_after(resp.headers))
+    except _WRONG_SHAPE:  # an error body whose fields are not what the provider's format says ({"type": [1]})
+        return provider.error(resp.status_code, None, "", _retry_after(resp.headers))
 
 
 def post(session, provider, url, headers, body, timeout, stream):
@@ -306,7 +313,10 @@ def complete(session, provider, request, model, id_, created, timeout, total=Non
         raise _fault(502, f"{provider.name} returned a body that is not JSON.", "malformed") from None
     if not isinstance(data, dict):
         raise _fault(502, f"{provider.name} returned JSON that is not an object.", "malformed")
-    return provider.parse(data, model, id_, created)
+    try:
+        return provider.parse(data, model, id_, created)
+    except _WRONG_SHAPE:  # JSON no API sends ("content": [5], "candidates": [5]): the upstream's fault, failed over
+        raise _fault(502, f"{provider.name} returned an answer of the wrong shape.", "malformed") from None
 
 
 def _json_body(resp):
@@ -396,7 +406,7 @@ class UpstreamStream:
             return []
         try:
             return self.state.feed(event.event if event.event != "message" else "", payload)
-        except (TypeError, AttributeError, KeyError, IndexError, ValueError):
+        except _WRONG_SHAPE:
             # JSON of the wrong shape ("choices": [5], an object for an index, "delta": "x"): skipped as a
             # malformed event is, not let through to end the client's stream with no error and no [DONE].
             self.malformed += 1

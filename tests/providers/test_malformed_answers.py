@@ -190,3 +190,31 @@ def test_a_429_with_a_retry_after_of_no_number_is_still_a_429(client, value):
                    status=429, headers={"Retry-After": value})
     resp = chat(client, **{"X-Gateway-Failover": "off"})
     assert resp.status_code == 429 and "Retry-After" not in resp.headers
+
+
+GEMINI_FLASH = "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent"
+
+
+@pytest.mark.parametrize("url, model, body", [
+    (ANTHROPIC_URL, "claude-haiku-4-5", {**anthropic_message(), "content": [5]}),
+    (ANTHROPIC_URL, "claude-haiku-4-5", {**anthropic_message(), "usage": {"input_tokens": "x", "output_tokens": 1}}),
+    (GEMINI_FLASH, "gemini-2.5-flash", {"candidates": [5]}),
+    (GEMINI_FLASH, "gemini-2.5-flash", {"candidates": [{"content": {"parts": "x"}, "finishReason": "STOP"}]}),
+])
+@responses.activate
+def test_a_claude_or_gemini_answer_of_the_wrong_shape_is_a_502_not_a_500(client, url, model, body):
+    responses.post(url, json=body)
+    resp = chat(client, {**BODY, "model": model}, **{"X-Gateway-Failover": "off"})
+    assert resp.status_code == 502, resp.data
+
+
+@pytest.mark.parametrize("url, model, body, status", [
+    (ANTHROPIC_URL, "claude-haiku-4-5", {"type": "error", "error": {"type": [1], "message": "bad"}}, 400),
+    (GEMINI_FLASH, "gemini-2.5-flash", {"error": {"code": 400, "message": 5, "status": "INVALID_ARGUMENT",
+                                                   "details": [{"reason": ["x"]}]}}, 400),
+])
+@responses.activate
+def test_a_claude_or_gemini_error_body_of_the_wrong_shape_keeps_its_status(client, url, model, body, status):
+    responses.post(url, json=body, status=status)
+    resp = chat(client, {**BODY, "model": model}, **{"X-Gateway-Failover": "off"})
+    assert resp.status_code == status and resp.get_json()["error"]["message"]

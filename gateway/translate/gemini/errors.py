@@ -34,11 +34,12 @@ def error_from_gemini(status, body, text, retry_after=None):
     401/403 stay as they are: the failover manager already treats them as our credential problem.
     """
     error = _rpc_error(body, text)
-    message = error.get("message") or f"Gemini answered HTTP {status} without an error body."
-    details = [d for d in error.get("details") or [] if isinstance(d, dict)]
+    message = str(error.get("message") or f"Gemini answered HTTP {status} without an error body.")
+    details = [d for d in error.get("details") or [] if isinstance(d, dict)] if isinstance(
+        error.get("details"), list) else []
     type_, code = ERROR_TYPES.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
     answer, param, reason = status, None, None
-    if PROVIDER_KEY_REASONS & {d.get("reason") for d in details}:
+    if PROVIDER_KEY_REASONS & {d.get("reason") for d in details if isinstance(d.get("reason"), str)}:
         answer, type_, code, reason = 502, "upstream_error", UPSTREAM_AUTH_CODE, "auth"
         message = f"Gemini rejected the gateway's provider API key: {message}"
     elif error.get("status") == "FAILED_PRECONDITION":
