@@ -261,7 +261,9 @@ def load(env=None):
         # A non-streamed answer comes whole once generated: a reasoning model's can take minutes of silence.
         answer_timeout=_float(env, "GATEWAY_ANSWER_TIMEOUT", 300.0),
         first_token_timeout=_float(env, "GATEWAY_FIRST_TOKEN_TIMEOUT", 60.0),
-        deadline=_float(env, "GATEWAY_DEADLINE", 300.0),
+        # Twice the answer timeout: a non-streamed answer the first model never gives still leaves the next as
+        # long; and what OpenAI's SDKs wait by default (600 s).
+        deadline=_float(env, "GATEWAY_DEADLINE", 600.0),
         max_request_bytes=_int(env, "GATEWAY_MAX_REQUEST_BYTES", 10 * 1024 * 1024, minimum=1024),
         # An upstream answer past this is refused (502 too_large), not read into memory to the end.
         max_response_bytes=_int(env, "GATEWAY_MAX_RESPONSE_BYTES", 64 * 1024 * 1024, minimum=65536),

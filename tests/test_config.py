@@ -9,7 +9,8 @@ def test_defaults_need_nothing_set(tmp_path):
     assert s.redis_url is None
     assert s.base_urls == {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com",
                            "gemini": "https://generativelanguage.googleapis.com"}
-    assert (s.port, s.connect_timeout, s.read_timeout, s.first_token_timeout, s.deadline) == (8080, 5, 120, 60, 300)
+    assert (s.port, s.connect_timeout, s.read_timeout, s.first_token_timeout, s.deadline) == (8080, 5, 120, 60, 600)
+    assert s.answer_timeout == 300
     assert s.max_request_bytes == 10 * 1024 * 1024
 
 

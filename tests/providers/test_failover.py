@@ -128,7 +128,8 @@ def test_a_timeout_fails_over_without_retrying_the_silent_route(gw):
 @pytest.mark.parametrize("env, waited", [
     ({}, 300.0),                                                      # GATEWAY_ANSWER_TIMEOUT's default
     ({"GATEWAY_ANSWER_TIMEOUT": "250", "GATEWAY_READ_TIMEOUT": "7"}, 250.0),
-    ({"GATEWAY_ANSWER_TIMEOUT": "900"}, 300.0),                       # never past GATEWAY_DEADLINE
+    ({"GATEWAY_ANSWER_TIMEOUT": "900"}, 600.0),                       # never past GATEWAY_DEADLINE
+    ({"GATEWAY_ANSWER_TIMEOUT": "900", "GATEWAY_DEADLINE": "200"}, 200.0),
 ])
 @responses.activate
 def test_a_non_streamed_answer_is_waited_for_as_long_as_the_answer_timeout_says(gw, env, waited):
