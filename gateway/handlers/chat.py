@@ -333,7 +333,9 @@ def _relay(gw, upstream, include_usage, key):
             g.answer = [c.get("message") for c in acc.completion(None)["choices"]]
         if key is not None:
             whole = finished and acc.complete and len(acc.choices) == (g.body.get("n") or 1)
-            if whole and not upstream.resumed_on and not g.outcome.failover_used:
+            # Not an answer with events skipped as malformed: the client got it less what they held, and
+            # the next identical request must not be served that copy.
+            if whole and not upstream.resumed_on and not g.outcome.failover_used and not upstream.malformed:
                 entry = _entry(acc.completion(g.usage), g.outcome, g.get("cost"))
                 gw.cache.set_async(key, entry, g.api_key.cache_ttl_seconds, unlock=True)
             else:

@@ -218,3 +218,23 @@ def test_a_claude_or_gemini_error_body_of_the_wrong_shape_keeps_its_status(clien
     responses.post(url, json=body, status=status)
     resp = chat(client, {**BODY, "model": model}, **{"X-Gateway-Failover": "off"})
     assert resp.status_code == status and resp.get_json()["error"]["message"]
+
+
+@responses.activate
+def test_a_stream_with_an_event_skipped_is_not_cached(client):
+    upstream = responses.post(OPENAI_URL, body=_stream_with(b'{"choices": [5]}'), content_type="text/event-stream",
+                              stream=True)
+    body = {**BODY, "stream": True, "messages": [{"role": "user", "content": "Cache me if you can"}]}
+    first = client.post("/v1/chat/completions", json=body)
+    assert first.get_data(as_text=True).endswith("data: [DONE]\n\n")
+    second = client.post("/v1/chat/completions", json=body)
+    assert second.headers.get("X-Cache-Hit") == "miss" and upstream.call_count == 2
+
+
+@responses.activate
+def test_a_whole_stream_is_still_cached(client):
+    upstream = responses.post(OPENAI_URL, body=openai_stream(["Hi"]), content_type="text/event-stream", stream=True)
+    body = {**BODY, "stream": True, "messages": [{"role": "user", "content": "Cache me"}]}
+    client.post("/v1/chat/completions", json=body).get_data()
+    second = client.post("/v1/chat/completions", json=body)
+    assert second.headers.get("X-Cache-Hit") == "exact" and upstream.call_count == 1
