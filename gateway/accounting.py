@@ -9,6 +9,7 @@ from flask import g, request
 from werkzeug.exceptions import ClientDisconnected
 
 from gateway import metrics
+from gateway.deadline import BODY_READS
 from gateway.jsonbytes import dumps
 from gateway.store.pricing import Price, cost_of
 
@@ -101,6 +102,7 @@ def _attempts(outcome):
 
 
 _PEEK_BYTES = 16384  # a refused request's body is read for its model only when it is this small
+_PEEK_SECONDS = 2.0  # and only for this long
 
 
 def _model_asked(body):
@@ -116,7 +118,10 @@ def _unread_model(request_):
     if request_.method != "POST" or request_.path != "/v1/chat/completions" or not length or length > _PEEK_BYTES:
         return None
     try:
-        return _model_asked(orjson.loads(request_.get_data(cache=False)))
+        if not BODY_READS.active:
+            return _model_asked(orjson.loads(request_.get_data(cache=False)))
+        with BODY_READS.bounded(_PEEK_SECONDS, TimeoutError):  # a refused client trickling its body is let go
+            return _model_asked(orjson.loads(request_.get_data(cache=False)))
     except ValueError:  # orjson.JSONDecodeError
         return None
     except (OSError, ClientDisconnected):  # the body did not come (GATEWAY_CLIENT_TIMEOUT), or the client left

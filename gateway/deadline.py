@@ -37,8 +37,9 @@ def bounded(seconds, expired):
         timer.cancel()
 
 
-class _Overdue(Exception):
-    """Thrown by Watchdog into a greenlet whose bounded block ran past its time."""
+class _Overdue(BaseException):
+    """Thrown by Watchdog into a greenlet whose bounded block ran past its time. A BaseException, as gevent's
+    Timeout is, so that no `except Exception` inside the block takes it for an error of its own."""
 
     def __init__(self, block):
         super().__init__()
@@ -110,3 +111,7 @@ class _Block:
         if kind is _Overdue and exc.block is self:
             raise self.expired() from None
         return False
+
+
+# The one Watchdog of a process for reads of a client's request body (gateway/handlers/chat.py, accounting.py).
+BODY_READS = Watchdog()

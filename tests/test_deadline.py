@@ -54,3 +54,16 @@ def test_an_interrupt_that_arrives_after_its_block_ended_is_dropped():
         gevent.sleep(0)
         still_inside = True
     assert still_inside and dog._blocks == {}
+
+
+def test_an_except_exception_inside_the_block_does_not_swallow_the_interrupt():
+    dog = Watchdog(period=0.05)
+    started = time.monotonic()
+    with pytest.raises(Late):
+        with dog.bounded(0.1, Late):
+            try:
+                gevent.sleep(5)
+            except Exception:  # noqa: BLE001 - what code inside a block may well do
+                pass
+            gevent.sleep(5)
+    assert time.monotonic() - started < 1.0

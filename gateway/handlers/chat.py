@@ -8,13 +8,13 @@ from decimal import Decimal
 
 import orjson
 from flask import Blueprint, Response, current_app, g, request, stream_with_context
-from gunicorn.http.errors import NoMoreData, ParseException
+from gunicorn.http.errors import ChunkMissingTerminator, InvalidChunkSize, NoMoreData, ParseException
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway import accounting, metrics
 from gateway.cache.exact import cache_key
 from gateway.cache.replay import Accumulator, replay
-from gateway.deadline import Watchdog
+from gateway.deadline import BODY_READS
 from gateway.handlers.errors import ApiError
 from gateway.handlers.validation import validate_chat
 from gateway.jsonbytes import dumps
@@ -24,7 +24,8 @@ log = logging.getLogger("gateway.chat")
 
 bp = Blueprint("chat", __name__)
 DONE = b"data: [DONE]\n\n"
-_BODY_WATCH = Watchdog()  # bounds a whole body's read (see _body_bytes)
+# gunicorn's errors for a body it cannot read; the chunk ones are IOErrors before gunicorn 24, ParseExceptions since.
+_BROKEN_BODY = (ParseException, NoMoreData, InvalidChunkSize, ChunkMissingTerminator)
 
 
 def _body_bytes():
@@ -33,13 +34,13 @@ def _body_bytes():
     client sending a byte every few seconds cannot hold a connection for ever), 400 when its framing is broken
     (chunked encoding gunicorn cannot read, a body shorter than its Content-Length)."""
     try:
-        if not _BODY_WATCH.active:
+        if not BODY_READS.active:
             return _read_body()
-        with _BODY_WATCH.bounded(current_app.extensions["gateway"].settings.deadline, TimeoutError):
+        with BODY_READS.bounded(current_app.extensions["gateway"].settings.deadline, TimeoutError):
             return _read_body()
     except TimeoutError:
         raise ApiError(408, "The request body did not arrive in time.", code="request_timeout") from None
-    except (ParseException, NoMoreData) as e:
+    except _BROKEN_BODY as e:
         raise ApiError(400, f"The request body could not be read: {type(e).__name__}.",
                        code="invalid_request") from None
 
