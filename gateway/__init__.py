@@ -157,8 +157,8 @@ def create_app(settings=None):
     app = GatewayFlask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     # Every answer in OpenAI's JSON shape: no HTML redirect for "/v1//chat/completions" (werkzeug merges the
-    # slashes with a 308 whose body is HTML), no empty text/html 200 for an OPTIONS that is no CORS preflight
-    # (answered by cors.preflight when origins are configured): a 404 or a 405 as for any other miss.
+    # slashes with a 308 whose body is HTML; GatewayFlask reads them as one instead), no empty text/html 200 for
+    # an OPTIONS that is no CORS preflight (answered by cors.preflight when origins are configured): a 405.
     app.url_map.merge_slashes = False
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.json.sort_keys = False

@@ -7,8 +7,14 @@
   so for a route without variables the answer depends only on the method and the path: it is kept per
   (method, path), for at most KEPT pairs, and the adapter is bound only when something else needs it.
   Anything the matcher answers with an exception (404, 405, a redirect) is never kept, so it is asked again.
+- Doubled slashes in a path ("/v1//chat/completions", what a base URL ending in "/" gives a client that joins
+  with "/") are read as one: werkzeug's own way is a 308 redirect with an HTML body, off (gateway/__init__.py).
 """
+import re
+
 from flask import Flask
+
+_SLASHES = re.compile("/{2,}")
 
 KEPT = 256
 
@@ -49,6 +55,12 @@ class GatewayFlask(Flask):
         super().__init__(*args, **kwargs)
         self._sync = {}
         self._routes = {}  # (method, path, return_rule) -> the rule (or endpoint) matched, for routes without variables
+
+    def wsgi_app(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if "//" in path:
+            environ["PATH_INFO"] = _SLASHES.sub("/", path)
+        return super().wsgi_app(environ, start_response)
 
     def ensure_sync(self, func):
         try:

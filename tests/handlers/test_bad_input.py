@@ -178,11 +178,11 @@ def test_unknown_fields_pass_validation(client, monkeypatch):
     assert seen["reasoning_effort"] == "low" and seen["metadata"] == {"a": "b"}
 
 
-@pytest.mark.parametrize("method, path", [("POST", "/v1//chat/completions"), ("GET", "/v1//models"),
-                                          ("GET", "//healthz")])
-def test_a_doubled_slash_is_a_json_404_not_an_html_redirect(client, method, path):
-    err = _error(client.open(path, method=method, json={"model": "gpt-4o-mini", "messages": MSG}), 404)
-    assert err["code"] == "unknown_url"
+@pytest.mark.parametrize("path", ["/v1//models", "/v1///models"])
+def test_doubled_slashes_are_read_as_one_not_answered_with_an_html_redirect(client, path):
+    # What a base URL ending in "/" joined with "/models" gives; werkzeug's 308 had an HTML body.
+    resp = client.get(path)
+    assert resp.status_code == 200 and resp.get_json()["object"] == "list"
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/models", "/healthz"])
