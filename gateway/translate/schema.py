@@ -75,12 +75,20 @@ def _gemini_limits(out):
     * an object written without `type` (`properties` or `required` alone, as JSON Schema allows and MCP tools
       write): Gemini answers "...properties: only allowed for OBJECT type" (anomalyco/opencode#11888), so it is
       given type OBJECT; on any other type, `properties` and `required` are dropped for the same reason;
-    * an array without `items`, given DEFAULT_ITEMS."""
+    * an array without `items`, given DEFAULT_ITEMS;
+    * a `required` name with no property of that name ("required[0]: property is not defined"), dropped."""
     if "type" not in out and "anyOf" not in out and ("properties" in out or "required" in out):
         out["type"] = "OBJECT"
     elif out.get("type", "OBJECT") != "OBJECT":
         out.pop("properties", None)
         out.pop("required", None)
+    if "required" in out:
+        defined = out.get("properties") or {}
+        required = [name for name in out["required"] if name in defined] if isinstance(out["required"], list) else []
+        if required:
+            out["required"] = required
+        else:
+            del out["required"]
     if out.get("type") == "ARRAY" and "items" not in out:
         out["items"] = dict(DEFAULT_ITEMS)
     if "format" in out and out["format"] not in FORMATS.get(out.get("type"), ()):
@@ -110,8 +118,8 @@ def _set_type(out, type_):
     rest = [t.upper() for t in types if t != "null"]
     if len(rest) == 1:
         out["type"] = rest[0]
-    elif rest:
-        out["anyOf"] = [{"type": t} for t in rest]
+    elif rest:  # a branch is a whole schema of its own: an ARRAY one needs its items too
+        out["anyOf"] = [{"type": t, "items": dict(DEFAULT_ITEMS)} if t == "ARRAY" else {"type": t} for t in rest]
 
 
 def _set_any_of(out, branches):
