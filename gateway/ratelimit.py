@@ -60,6 +60,7 @@ class Decision:
     remaining: int
     reset_seconds: float
     retry_after: int
+    unknown: bool = False  # refused because Redis could not say (fail closed), not because the key is over
 
 
 class RedisWindow:
@@ -147,7 +148,7 @@ class RateLimiter:
             if self.fail_open:
                 # The best guess without the log: as if this were the window's first request.
                 return Decision(True, limit, limit - 1, float(window), 0)
-            return Decision(False, limit, 0, 1.0, 1)
+            return Decision(False, limit, 0, 1.0, 1, unknown=True)
         self.guard.ok(COMPONENT)
         retry_after = 0 if allowed else max(1, math.ceil(wait))
         return Decision(allowed, limit, remaining, max(0.0, reset), retry_after)

@@ -13,6 +13,12 @@ def enforce():
         return
     decision = current_app.extensions["gateway"].limiter.check(key.id, key.rate_limit_per_minute)
     g.ratelimit = decision
+    if not decision.allowed and decision.unknown:
+        # Not the key's fault: the limits cannot be counted, and GATEWAY_RATELIMIT_FAIL_OPEN=false refuses what
+        # cannot be. A 429 "this key allows N requests" would send the operator after the wrong problem.
+        raise ApiError(503, "Rate limits cannot be checked right now (their store is unavailable); please try "
+                       "again shortly.", "service_unavailable_error", None, "rate_limiter_unavailable",
+                       headers={"Retry-After": str(decision.retry_after)})
     if not decision.allowed:
         metrics.RATE_LIMITED.inc()
         raise ApiError(429, f"Rate limit reached for requests: this key allows {decision.limit} requests per "

@@ -69,3 +69,14 @@ def test_a_hung_redis_costs_a_request_one_timeout_not_one_per_component(make_app
         own_redis.proc.send_signal(signal.SIGCONT)
     time.sleep(1.1)
     assert client.post("/v1/chat/completions", json=BODY).headers["X-Cache-Hit"] == "exact"
+
+
+def test_with_redis_down_and_limits_failing_closed_a_key_gets_a_503_not_a_quota_429(make_app):
+    from gateway.store.keys import create_key
+    app, _ = make_app(REDIS_URL="redis://127.0.0.1:9/0", GATEWAY_RATELIMIT_FAIL_OPEN="false")
+    key, _ = create_key(app.extensions["gateway"].engine, "limited", rate_limit_per_minute=10)
+    resp = app.test_client().post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": [
+        {"role": "user", "content": "hi"}]}, headers={"Authorization": f"Bearer {key}"})
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "1"
+    err = resp.get_json()["error"]
+    assert err["code"] == "rate_limiter_unavailable" and "allows 10 requests" not in err["message"]
