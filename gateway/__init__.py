@@ -136,9 +136,9 @@ def build(settings):
         keys=KeyCache(engine, settings.key_cache_seconds),
         prices=PriceBook(engine),
         log_writer=LogWriter(engine, settings.spool_dir, flush_interval=settings.log_flush_seconds),
-        # The lock outlives the slowest answer, so identical requests never race past a long generation.
+        # Single-flight locks live 30 s past their holder's last renewal (cache/exact.py): a dead worker's lock goes.
         cache=exact.ExactCache(exact.backend_for(redis_client), namespace=ns, guard=guard,
-                               lock_ttl=settings.deadline, near=_near_tier(settings, redis_client)),
+                               near=_near_tier(settings, redis_client), max_hold=settings.deadline),
         limiter=RateLimiter(limiter_backend(redis_client), namespace=ns, fail_open=settings.ratelimit_fail_open,
                             guard=guard),
         guard=guard)

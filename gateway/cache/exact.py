@@ -107,6 +107,12 @@ class RedisBackend:
     def delete(self, key):
         self._client.delete(key)
 
+    def extend(self, keys, ttl_seconds):
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.pexpire(key, _ms(ttl_seconds))
+        pipe.execute()
+
 
 class MemoryBackend:
     """Entries in this process only (each worker has its own): expiring, bounded, least recently used out first."""
@@ -136,6 +142,13 @@ class MemoryBackend:
     def delete(self, key):
         with self._lock:
             self._drop(key)
+
+    def extend(self, keys, ttl_seconds):
+        with self._lock:
+            for key in keys:
+                value = self._live(key)
+                if value is not None:
+                    self._put(key, value, ttl_seconds)
 
     def __len__(self):
         return len(self._items)
@@ -175,16 +188,19 @@ class ExactCache:
     Entries are dicts orjson can write: {"completion", "provider", "model", "cost_usd", "created"}.
     """
 
-    def __init__(self, backend, namespace="gw:", guard=None, lock_ttl=_LOCK_TTL_SECONDS, near=None):
+    def __init__(self, backend, namespace="gw:", guard=None, lock_ttl=_LOCK_TTL_SECONDS, near=None, max_hold=600.0):
         self.backend = backend
         self.near = near  # a NearCache in front of Redis (cache/near.py), or None
         self.namespace = namespace
         self.guard = guard or RedisGuard()
         self.lock_ttl = lock_ttl
         self._held = {}         # lock key -> when it expires (time.monotonic): locks this worker took in Redis
+        self._taken = {}        # lock key -> when it was taken: renewed for at most max_hold (a whole request)
+        self.max_hold = max_hold
         self._unreleased = {}   # the same, for locks whose release Redis did not take: released again later
         self._releasing = threading.Lock()
         self._releaser = False
+        self._renewing = False
 
     def _entry_key(self, key):
         return f"{self.namespace}cache:{key}"
@@ -252,17 +268,44 @@ class ExactCache:
                 for k in [k for k, expires in held.items() if expires <= now]:
                     held.pop(k, None)
             held[lock] = time.monotonic() + ttl
+            self._taken[lock] = time.monotonic()
+            if not self._renewing:
+                self._renewing = True
+                threading.Thread(target=self._renew_loop, name="gateway-cache-renew", daemon=True).start()
         return taken
+
+    def _renew_loop(self):
+        """While this worker holds locks, extend them every third of their TTL. A lock lives `lock_ttl` (30 s)
+        past its holder's last renewal, not a whole request's deadline: a worker killed mid-call (OOM, kill -9)
+        left identical requests waiting up to GATEWAY_DEADLINE for an answer that was not coming. A holder
+        still computing keeps its lock as long as it needs."""
+        try:
+            while self._held:
+                time.sleep(self.lock_ttl / 3)  # patched by gevent: a greenlet
+                now = time.monotonic()
+                for lock in [k for k, taken in self._taken.items() if now - taken > self.max_hold]:
+                    # Held past a whole request: its holder never unlocked (a bug of ours); let it expire.
+                    self._held.pop(lock, None)
+                    self._taken.pop(lock, None)
+                held = list(self._held)
+                if held and self._call(self.backend.extend, held, self.lock_ttl, default=_FAILED) is not _FAILED:
+                    until = time.monotonic() + self.lock_ttl
+                    for lock in held:
+                        if lock in self._held:
+                            self._held[lock] = until
+        finally:
+            self._renewing = False
 
     def unlock(self, key):
         # A plain delete: if our lock had expired and another caller's replaced it, deleting theirs costs at
         # worst one extra upstream call by their waiters, never a wrong answer.
         lock = self._lock_key(key)
         expires = self._held.pop(lock, None)
+        self._taken.pop(lock, None)
         if self._call(self.backend.delete, lock, default=_FAILED) is _FAILED and expires is not None:
-            # Redis is down or being left alone (see RedisGuard), so the lock stays there, for up to
-            # GATEWAY_DEADLINE: every identical request after the outage would wait for it that long, then
-            # find no entry. Released again as soon as Redis answers.
+            # Redis is down or being left alone (see RedisGuard), so the lock stays there, for up to its TTL:
+            # every identical request after the outage would wait for it that long, then find no entry.
+            # Released again as soon as Redis answers.
             self._release_later(lock, expires)
 
     def _release_later(self, lock, expires):
@@ -311,6 +354,20 @@ class ExactCache:
             time.sleep(min(delay, left))  # patched by gevent: the worker serves others meanwhile
             delay = min(delay * 1.5, _POLL_MAX)
 
+    def take_or_wait(self, key, timeout, rounds=3):
+        """(entry, locked): another caller's entry, waited for; or this caller's lock to compute it. A holder that
+        fails leaves no entry: its waiters then compete for the lock again, so one of them goes upstream and the
+        rest keep waiting, not all at once (a struggling upstream got one call per waiter). After `rounds` such
+        failures, or `timeout`, (None, False): the caller goes upstream unlocked."""
+        deadline = time.monotonic() + timeout
+        for _ in range(rounds):
+            if self.lock(key):
+                return None, True
+            entry = self.wait_for(key, deadline - time.monotonic())
+            if entry is not None or time.monotonic() >= deadline:
+                return entry, False
+        return None, False
+
     def get_or_compute(self, key, compute, ttl_seconds, wait_timeout=_LOCK_TTL_SECONDS):
         """(entry, hit): the stored entry, or the one `compute()` returns, computed once for simultaneous callers.
 
@@ -321,11 +378,11 @@ class ExactCache:
         entry = self.get(key)
         if entry is not None:
             return entry, True
-        if not self.lock(key):
-            entry = self.wait_for(key, wait_timeout)
-            if entry is not None:
-                return entry, True
-            entry = compute()  # the holder failed or is too slow: answer this request ourselves
+        entry, locked = self.take_or_wait(key, wait_timeout)
+        if entry is not None:
+            return entry, True
+        if not locked:
+            entry = compute()  # the holders failed or are too slow: answer this request ourselves
             if entry is not None:
                 self.set(key, entry, ttl_seconds)
             return entry, False

@@ -243,9 +243,7 @@ def _stream(gw, body, model, key):
     if key is not None:
         entry = cache.get(key)
         if entry is None:
-            locked = cache.lock(key)
-            if not locked:
-                entry = cache.wait_for(key, _left())
+            entry, locked = cache.take_or_wait(key, _left())
         if entry is not None:
             _as_cache_hit(entry, entry["completion"].get("usage"))
             chunks = replay(entry["completion"], new_completion_id(), now(), include_usage)

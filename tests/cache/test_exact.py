@@ -369,3 +369,60 @@ def test_a_lock_that_was_never_taken_is_not_released_later(redis_prefix):
         assert cache.lock(key) is True
         cache.unlock(key)
     assert cache._unreleased == {} and cache._held == {}
+
+
+def test_a_holder_still_computing_keeps_its_lock_past_its_ttl(redis_url, redis_prefix):
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    cache = ExactCache(RedisBackend(client), namespace=redis_prefix, lock_ttl=0.6)
+    seen = {}
+
+    def slow_upstream():
+        time.sleep(1.5)                                   # past the lock's 0.6 s: renewed meanwhile
+        seen["ttl_ms"] = client.pttl(cache._lock_key(KEY))
+        return entry("slow")
+    assert cache.get_or_compute(KEY, slow_upstream, 60, wait_timeout=5) == (entry("slow"), False)
+    assert seen["ttl_ms"] > 0
+    assert client.exists(cache._lock_key(KEY)) == 0       # and released at the end
+    time.sleep(0.5)
+    assert not cache._renewing                             # no lock held: the renewer is gone
+
+
+def test_a_lock_left_by_a_worker_that_died_expires_within_the_lock_ttl(redis_url, redis_prefix):
+    # Another process took it and was killed (OOM, kill -9): no one renews it. Its waiters used to wait a
+    # whole GATEWAY_DEADLINE for it.
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    cache = ExactCache(RedisBackend(client), namespace=redis_prefix, lock_ttl=0.8)
+    client.set(cache._lock_key(KEY), b"1", px=800)
+    start = time.monotonic()
+    assert cache.get_or_compute(KEY, lambda: entry("own"), 60, wait_timeout=30) == (entry("own"), False)
+    assert 0.7 <= time.monotonic() - start < 2.5
+
+
+def test_when_the_holder_fails_one_waiter_takes_over_and_the_rest_keep_waiting(cache):
+    calls, started = [], threading.Event()
+
+    def upstream(i):
+        def call():
+            calls.append(i)
+            if i == 0:
+                started.set()
+                time.sleep(0.3)
+                raise RuntimeError("upstream said 500")
+            time.sleep(0.3)
+            return entry("second try")
+        return call
+
+    def caller(i):
+        if i:
+            started.wait(5)
+        return cache.get_or_compute(KEY, upstream(i), 60, wait_timeout=10)
+    results = run_threads(6, caller)
+    assert isinstance(results[0], RuntimeError)
+    assert len(calls) == 2                                  # the failed holder, then one waiter; not all five
+    assert [r[0] for r in results[1:]] == [entry("second try")] * 5
+
+
+def test_the_apps_locks_live_seconds_not_a_whole_request(make_app):
+    app, _ = make_app()
+    gw = app.extensions["gateway"]
+    assert gw.cache.lock_ttl == 30.0 and gw.cache.max_hold == gw.settings.deadline == 600.0
