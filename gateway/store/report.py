@@ -105,7 +105,9 @@ def report(engine, since, by, until=None):
         _count_if(t.c.cache_hit).label("cache_hits"),
         _count_if(t.c.failover_used).label("failovers"),
         _count_if(t.c.status_code >= 400).label("errors"),
-        _count_if(and_(t.c.cost_usd.is_(None), t.c.status_code < 400, not_(t.c.cache_hit))).label("unpriced"),
+        # Answers with tokens but no cost: not GET /v1/models (no tokens), which SDKs send on their own.
+        _count_if(and_(t.c.cost_usd.is_(None), t.c.status_code < 400, not_(t.c.cache_hit),
+                       t.c.prompt_tokens.is_not(None))).label("unpriced"),
         *percentiles,
     ).where(in_window).group_by(group))
 

@@ -220,3 +220,15 @@ def test_format_table_labels_keys_and_empty_reports(engine, dataset):
     table = format_table(report(engine, "2d", "key", until=dataset["until"]), "key")
     assert "report-test (gw_" in table and "(no key)" in table and f"#{10 ** 12} (deleted)" in table
     assert format_table([], "model") == "No requests in this period."
+
+
+def test_a_request_with_no_tokens_is_no_unpriced_answer(engine):
+    # GET /v1/models, which the OpenAI SDK and LangChain send on their own: it was counted as "a successful
+    # request with no price for its model", a warning for nothing.
+    day = dt.datetime(1990, 1, 1, tzinfo=UTC) + dt.timedelta(days=10 * next(_windows))
+    insert_ignoring_duplicates(engine, [row(day, endpoint="/v1/models", latency_ms=1),
+                                        row(day, model="gamma", prompt_tokens=5, completion_tokens=5,
+                                            total_tokens=10, latency_ms=2)])
+    rows = {r["model"]: r for r in report(engine, "1d", "model", until=day + dt.timedelta(hours=1))}
+    assert (rows[None]["requests"], rows[None]["unpriced_requests"]) == (1, 0)
+    assert rows["gamma"]["unpriced_requests"] == 1
