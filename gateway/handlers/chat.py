@@ -162,9 +162,17 @@ def _run(gw, body, model, stream):
     return result, outcome
 
 
+def _too_old(gw, entry):
+    """With GATEWAY_CACHE_SHARED an entry lives as long as the TTL of the key that wrote it: a key whose own TTL
+    is shorter must not be served it past that."""
+    stored = entry.get("stored_at")  # none in entries written before it was kept: taken as fresh
+    return gw.settings.cache_shared and stored is not None and time.time() - stored > g.api_key.cache_ttl_seconds
+
+
 def _entry(completion, outcome, cost):
     return {"completion": completion, "provider": outcome.provider, "model": outcome.model.name,
-            "cost_usd": str(cost) if cost is not None else None, "created": completion.get("created")}
+            "cost_usd": str(cost) if cost is not None else None, "created": completion.get("created"),
+            "stored_at": time.time()}
 
 
 # An answer from a fallback model is not stored: the cache holds answers of the model asked for. Stored, it
@@ -186,6 +194,10 @@ def _complete(gw, body, model, key):
         entry, hit = g_.entry, False
     else:
         entry, hit = gw.cache.get_or_compute(key, compute, g_.api_key.cache_ttl_seconds, wait_timeout=_left())
+        if hit and _too_old(gw, entry):
+            entry, hit = compute(), False
+            if entry is not None:
+                gw.cache.set(key, entry, g_.api_key.cache_ttl_seconds)
         entry = entry or g_.entry
     completion = entry["completion"]
     if hit:
@@ -242,8 +254,12 @@ def _stream(gw, body, model, key):
     cache, locked = gw.cache, False
     if key is not None:
         entry = cache.get(key)
+        if entry is not None and _too_old(gw, entry):
+            entry = None
         if entry is None:
             entry, locked = cache.take_or_wait(key, _left())
+            if entry is not None and _too_old(gw, entry):
+                entry = None
         if entry is not None:
             _as_cache_hit(entry, entry["completion"].get("usage"))
             chunks = replay(entry["completion"], new_completion_id(), now(), include_usage)

@@ -289,3 +289,30 @@ def test_the_seen_bodies_are_bounded(client, monkeypatch):
     big = {"model": "nope", "messages": [{"role": "user", "content": "x" * chat._SEEN_BYTES}]}
     client.post("/v1/chat/completions", json=big)
     assert all(len(raw) <= chat._SEEN_BYTES for raw in chat._seen)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@responses.activate
+def test_a_shared_entry_is_not_served_to_a_key_past_its_own_ttl(make_app, monkeypatch, stream):
+    # With GATEWAY_CACHE_SHARED an entry lived as long as the TTL of the key that wrote it, whatever the reader's.
+    import time as clock
+    app, _ = make_app(GATEWAY_CACHE_SHARED="true", ANTHROPIC_API_KEY=None, GEMINI_API_KEY=None)
+    clients = []
+    for ttl in (3600, 5, 3600):
+        key, _ = create_key(app.extensions["gateway"].engine, f"ttl-{ttl}", cache_ttl_seconds=ttl)
+        client = app.test_client()
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+        clients.append(client)
+    writer, short, long_ = clients
+    responses.post(OPENAI_URL, json=openai_completion())
+    if stream:  # the second upstream call, the short key's, is a stream
+        responses.post(OPENAI_URL, body=openai_stream(["Hi"]), content_type="text/event-stream", stream=True)
+    else:
+        responses.post(OPENAI_URL, json=openai_completion())
+    body = {**BODY, "messages": [{"role": "user", "content": "shared and aging"}]}
+    assert writer.post("/v1/chat/completions", json=body).headers["X-Cache-Hit"] == "miss"
+    later = clock.time() + 60
+    monkeypatch.setattr("gateway.handlers.chat.time.time", lambda: later)
+    assert long_.post("/v1/chat/completions", json={**body, "stream": stream}).headers["X-Cache-Hit"] == "exact"
+    assert short.post("/v1/chat/completions", json={**body, "stream": stream}).headers["X-Cache-Hit"] == "miss"
+    assert len(responses.calls) == 2
