@@ -31,12 +31,17 @@ def text_of(chunks):
     return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
 
 
-@responses.activate
-def test_a_continuation_asks_only_for_what_the_limit_has_left(manager):
+def cut_then_claude():
+    """OpenAI streams WORDS and is cut before its end; Claude (gpt-4o-mini's first fallback) would say " five."."""
     responses.post(OPENAI_URL, body=openai_stream(WORDS, complete=False), content_type="text/event-stream",
                    stream=True)
-    claude = responses.post(ANTHROPIC_URL, body=anthropic_stream([" five."]), content_type="text/event-stream",
-                            stream=True)
+    return responses.post(ANTHROPIC_URL, body=anthropic_stream([" five."]), content_type="text/event-stream",
+                          stream=True)
+
+
+@responses.activate
+def test_a_continuation_asks_only_for_what_the_limit_has_left(manager):
+    claude = cut_then_claude()
     _, chunks = run(manager, {**BODY, "max_tokens": 20})
     assert text_of(chunks) == "one two three four five."
     sent = json.loads(claude.calls[0].request.body)
@@ -45,10 +50,7 @@ def test_a_continuation_asks_only_for_what_the_limit_has_left(manager):
 
 @responses.activate
 def test_a_cut_at_the_limit_ends_the_answer_at_its_length_without_another_call(manager):
-    responses.post(OPENAI_URL, body=openai_stream(WORDS, complete=False), content_type="text/event-stream",
-                   stream=True)
-    claude = responses.post(ANTHROPIC_URL, body=anthropic_stream([" five."]), content_type="text/event-stream",
-                            stream=True)
+    claude = cut_then_claude()
     _, chunks = run(manager, {**BODY, "max_completion_tokens": 4})
     assert text_of(chunks) == "one two three four"
     assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "length"
@@ -58,10 +60,7 @@ def test_a_cut_at_the_limit_ends_the_answer_at_its_length_without_another_call(m
 
 @responses.activate
 def test_no_continuation_is_asked_for_a_client_that_has_gone(manager):
-    responses.post(OPENAI_URL, body=openai_stream(WORDS, complete=False), content_type="text/event-stream",
-                   stream=True)
-    claude = responses.post(ANTHROPIC_URL, body=anthropic_stream([" five."]), content_type="text/event-stream",
-                            stream=True)
+    claude = cut_then_claude()
     stream, _ = manager.run(BODY, manager.registry.resolve("gpt-4o-mini"), "chatcmpl-x", 1, stream=True)
     stream.still_wanted = lambda: False
     with pytest.raises(Exception) as e:
@@ -111,9 +110,7 @@ def test_a_continued_answer_counts_and_prices_every_attempt(make_app):
     from gateway.store.models import gateway_logs
     app, key = make_app()
     client = app.test_client()
-    responses.post(OPENAI_URL, body=openai_stream(WORDS, complete=False), content_type="text/event-stream",
-                   stream=True)
-    responses.post(ANTHROPIC_URL, body=anthropic_stream([" five."]), content_type="text/event-stream", stream=True)
+    cut_then_claude()
     resp = client.post("/v1/chat/completions", json={**BODY, "stream_options": {"include_usage": True}},
                        headers={"Authorization": f"Bearer {key}", "Cache-Control": "no-cache"})
     events = [json.loads(line[6:]) for line in resp.get_data(as_text=True).split("\n")

@@ -2,6 +2,8 @@
 import json
 import logging
 
+import httpx
+import openai
 import pytest
 import requests
 import responses
@@ -244,13 +246,17 @@ def test_an_unknown_model_in_the_fallback_header_is_a_400(gw):
     assert resp.status_code == 400 and resp.get_json()["error"]["param"] == "X-Gateway-Fallbacks"
 
 
-@responses.activate
-def test_every_provider_failing_is_a_clear_error_naming_them(gw):
-    client, _ = gw()
+def every_provider_fails():
     responses.post(OPENAI_URL, json=openai_error(500), status=500)
     responses.post(ANTHROPIC_URL, json=anthropic_error(500), status=500)
     responses.post(GEMINI_FLASH, json={"error": {"code": 500, "message": "Internal error", "status": "INTERNAL"}},
                    status=500)
+
+
+@responses.activate
+def test_every_provider_failing_is_a_clear_error_naming_them(gw):
+    client, _ = gw()
+    every_provider_fails()
     resp = chat(client)
     assert resp.status_code == 502
     err = resp.get_json()["error"]
@@ -259,6 +265,9 @@ def test_every_provider_failing_is_a_clear_error_naming_them(gw):
         assert name in err["message"]
     assert len(responses.calls) == 6   # one retry each, bounded
     assert resp.headers["x-should-retry"] == "false"   # the SDK would walk the chain twice more
+    # What the SDK decides on this response (openai-python's _should_retry reads x-should-retry first).
+    sdk = openai.OpenAI(api_key="x", base_url="http://gateway/v1")
+    assert sdk._should_retry(httpx.Response(502, headers=dict(resp.headers), content=resp.data)) is False
 
 
 @responses.activate
@@ -631,20 +640,3 @@ def test_without_failover_an_account_refusal_is_a_502_naming_the_operators_accou
     resp = chat(client, {**CLAUDE_BODY, "model": model}, **{"X-Gateway-Failover": "off"})
     assert resp.status_code == 502
     assert resp.get_json()["error"]["code"] == "upstream_account_refused"
-
-
-@responses.activate
-def test_the_openai_sdk_does_not_retry_what_the_gateway_already_failed_over(gw):
-    import openai
-    client, _ = gw()
-    responses.post(OPENAI_URL, json=openai_error(500), status=500)
-    responses.post(ANTHROPIC_URL, json=anthropic_error(500), status=500)
-    responses.post(GEMINI_FLASH, json={"error": {"code": 500, "message": "Internal error", "status": "INTERNAL"}},
-                   status=500)
-    resp = chat(client)
-    assert resp.status_code == 502
-    # What the SDK decides on this response (openai-python's _should_retry reads x-should-retry first).
-    import httpx
-    sdk = openai.OpenAI(api_key="x", base_url="http://gateway/v1")
-    answer = httpx.Response(resp.status_code, headers=dict(resp.headers), content=resp.data)
-    assert sdk._should_retry(answer) is False
