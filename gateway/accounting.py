@@ -118,9 +118,7 @@ def _unread_model(request_):
     if request_.method != "POST" or request_.path != "/v1/chat/completions" or not length or length > _PEEK_BYTES:
         return None
     try:
-        if not BODY_READS.active:
-            return _model_asked(orjson.loads(request_.get_data(cache=False)))
-        with BODY_READS.bounded(_PEEK_SECONDS, TimeoutError):  # a refused client trickling its body is let go
+        with BODY_READS.bounded_if_active(_PEEK_SECONDS, TimeoutError):  # a refused client trickling is let go
             return _model_asked(orjson.loads(request_.get_data(cache=False)))
     except ValueError:  # orjson.JSONDecodeError
         return None

@@ -71,6 +71,10 @@ class Watchdog:
         `expired()` in its place."""
         return _Block(self, seconds, expired)
 
+    def bounded_if_active(self, seconds, expired):
+        """`bounded` where blocks can be bounded (see `active`), else the block as it is."""
+        return _Block(self, seconds, expired) if self.active else contextlib.nullcontext()
+
     def _watch(self):
         import gevent
         loop = gevent.get_hub().loop

@@ -34,9 +34,7 @@ def _body_bytes():
     client sending a byte every few seconds cannot hold a connection for ever), 400 when its framing is broken
     (chunked encoding gunicorn cannot read, a body shorter than its Content-Length)."""
     try:
-        if not BODY_READS.active:
-            return _read_body()
-        with BODY_READS.bounded(current_app.extensions["gateway"].settings.deadline, TimeoutError):
+        with BODY_READS.bounded_if_active(current_app.extensions["gateway"].settings.deadline, TimeoutError):
             return _read_body()
     except TimeoutError:
         raise ApiError(408, "The request body did not arrive in time.", code="request_timeout") from None

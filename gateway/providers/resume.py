@@ -33,12 +33,12 @@ def left_to_write(request, spent):
     return min(limits) - spent if limits else None
 
 
-def tokens_spent(text, deltas, usage):
-    """Completion tokens already streamed, for the limit: what the upstream counted when it said (Anthropic and
-    Gemini count as they go), else the larger of the content deltas (OpenAI sends about a token each) and the
-    characters / 4, so that a continuation errs towards stopping short of the limit, never past it."""
-    counted = (usage or {}).get("completion_tokens") if isinstance(usage, dict) else None
-    return max(counted if isinstance(counted, int) else 0, deltas, math.ceil(len(text) / 4))
+def tokens_spent(chars, deltas, usage):
+    """Completion tokens streamed in `deltas` content deltas of `chars` characters: what the upstream counted when
+    it said (Anthropic and Gemini count as they go), else the larger of the deltas (OpenAI sends about a token
+    each) and the characters / 4, so that a continuation errs towards stopping short of the limit, never past."""
+    counted = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    return max(counted if isinstance(counted, int) else 0, deltas, math.ceil(chars / 4))
 
 
 class ResilientStream:
@@ -88,7 +88,7 @@ class ResilientStream:
                 log.warning("stream from %s broke (%s) after %d characters; trying to continue",
                             failed.name, err.reason or err.status, sum(map(len, self.text)))
                 self._give_up(failed)
-                spent = tokens_spent("".join(self.text), self.deltas, self.state.usage)
+                spent = tokens_spent(sum(map(len, self.text)), self.deltas, self.state.usage)
                 left = left_to_write(self.request, spent)
                 if left is not None and left <= 0 and any(self.text) and not self.tool_calls_sent:
                     # The client's limit is reached: the answer ends as it would have, at its length.
@@ -156,14 +156,13 @@ class ResilientStream:
     def _give_up(self, model):
         """Note what the attempt given up on was billed for, so the answer's usage and cost count every attempt,
         not only the last: its own counts where its upstream gave them (Anthropic and Gemini count as they go),
-        else the completion estimated as `tokens_spent` does and the prompt left for the handler to estimate."""
+        else the completion estimated by `tokens_spent` and the prompt left for the handler to estimate."""
         usage = self.state.usage if isinstance(self.state.usage, dict) else {}
         deltas, chars = self._attempt
-        counted = usage.get("completion_tokens")
         prompt = usage.get("prompt_tokens")
         self.earlier.append((model, {
             "prompt_tokens": prompt if isinstance(prompt, int) and prompt > 0 else None,
-            "completion_tokens": max(counted if isinstance(counted, int) else 0, deltas, math.ceil(chars / 4))}))
+            "completion_tokens": tokens_spent(chars, deltas, usage)}))
         self._attempt = [0, 0]
 
     def _finish(self, reason):
