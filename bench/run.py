@@ -24,17 +24,17 @@ import time
 import urllib.error
 import urllib.request
 
+import ab
 import streams
+from procstat import (TICK, by_name, cpu_delta_ms, cpu_ticks, held_per_worker, machine_ticks, rss_mb,
+                      speed_probe, tree)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(1, ROOT)  # the tests' /proc reader: one reading of /proc/net/tcp for the bench and the tests
-from tests.integration.procnet import connections  # noqa: E402
 PY = sys.executable
 GATEWAY_CMD = os.path.join(os.path.dirname(PY), "gateway")
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-TICK = os.sysconf("SC_CLK_TCK")
 MODEL = "gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "Summarise the benefits of a gateway in front of LLM providers."}]
 
@@ -63,99 +63,6 @@ TARGETS = {
     "logging_paced_p99_pct": (f"request logs: p99 on vs off, c=64, upstream answering in {PACED_MS} ms", 5.0, "%",
                               True),
 }
-
-
-# ---------------------------------------------------------------- /proc
-
-def _stat(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        text = f.read()
-    fields = text[text.rindex(")") + 2:].split()  # after "(comm) ": field 3 (state) is fields[0]
-    return int(fields[1]), int(fields[11]) + int(fields[12])  # ppid, utime + stime (ticks)
-
-
-def _comm(pid):
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def _pids():
-    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
-
-
-def tree(root):
-    """root and every descendant."""
-    parents = {}
-    for pid in _pids():
-        try:
-            parents[pid] = _stat(pid)[0]
-        except (OSError, ValueError, IndexError):
-            pass
-    found, frontier = {root}, [root]
-    while frontier:
-        p = frontier.pop()
-        kids = [c for c, pp in parents.items() if pp == p]
-        found.update(kids)
-        frontier.extend(kids)
-    return found
-
-
-def by_name(*names):
-    return {pid for pid in _pids() if _comm(pid) in names}
-
-
-def cpu_ticks(pids):
-    out = {}
-    for pid in pids:
-        try:
-            out[pid] = _stat(pid)[1]
-        except (OSError, ValueError, IndexError):
-            pass
-    return out
-
-
-def cpu_delta_ms(before, after):
-    # A process absent before was born during the run: all its CPU counts. One gone after is lost (rare).
-    return sum(t - before.get(pid, 0) for pid, t in after.items()) * 1000.0 / TICK
-
-
-def speed_probe():
-    """Milliseconds a fixed pure-Python loop takes (best of 5): how fast this machine is right now. Shared
-    machines drift (the same code measured 18 and 35 ms here within an hour), and every CPU figure moves with
-    it; compare runs only at similar probe times."""
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        sum(range(1_000_000))
-        best = min(best, time.perf_counter() - start)
-    return round(best * 1000, 1)
-
-
-def held_per_worker(pids, port, states=("01",)):
-    """The client connections to `port` each of these processes holds in these TCP states (01: ESTABLISHED),
-    fewest first."""
-    return sorted(connections(pids, local_port=port, states=states).values())
-
-
-def machine_ticks():
-    with open("/proc/stat") as f:
-        vals = [int(v) for v in f.readline().split()[1:]]
-    idle = vals[3] + vals[4]
-    return sum(vals[:8]) - idle, sum(vals[:8])
-
-
-def rss_mb(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
 
 
 # ---------------------------------------------------------------- processes
@@ -570,45 +477,31 @@ class Bench:
         self.procs.stop(self.gunicorn)
 
         top = max(a.concurrency)
-        print(f"logging on vs off (GATEWAY_LOG_REQUESTS), c={top}: two gateways side by side, runs interleaved",
-              flush=True)
-        on, off = self.logging_ab(top, up_key, varied)
-        r["logging_on"], r["logging_off"] = {str(top): on}, {str(top): off}
-        print(f"logging on vs off, c={top}, upstream answering in {PACED_MS} ms", flush=True)
+        rounds = 2 * a.runs
+        print(f"logging on vs off (GATEWAY_LOG_REQUESTS), c={top} each: two gateways loaded at the same time, "
+              f"{rounds} rounds", flush=True)
+        r["logging"] = self.logging_ab(top, up_key, varied, rounds, ("on", "true"), ("off", "false"))
+        print("control: two gateways with logging off, the same way (the method's noise)", flush=True)
+        r["logging_control"] = self.logging_ab(top, up_key, varied, rounds, ("a", "false"), ("b", "false"))
+        print(f"logging on vs off, c={top} each, upstream answering in {PACED_MS} ms", flush=True)
         paced, paced_url = self.start_simulator("paced", "--tokens", str(a.tokens), "--latency-ms", str(PACED_MS))
         try:
-            on, off = self.logging_ab(top, up_key, varied, upstream=paced_url, name="paced")
+            r["logging_paced"] = self.logging_ab(top, up_key, varied, rounds, ("on", "true"), ("off", "false"),
+                                                 upstream=paced_url)
         finally:
             self.procs.stop(paced)
-        r["logging_paced_on"], r["logging_paced_off"] = {str(top): on}, {str(top): off}
 
-    def logging_ab(self, concurrency, key, body, upstream=None, name="logging"):
-        """Logging on and off measured by turns on two gateways started together, twice the usual runs each,
-        so that whatever else the machine does hits both alike: (on, off), each the median of its runs."""
+    def logging_ab(self, concurrency, key, body, rounds, *sides, upstream=None):
+        """Two gateways, one for each (name, GATEWAY_LOG_REQUESTS) side, loaded together (see ab.py)."""
         gateways = {}
-        label = name
-        for name, value in (("on", "true"), ("off", "false")):
-            self.start_gateway(f"{label}-{name}", upstream=upstream, GATEWAY_LOG_REQUESTS=value)
-            gateways[name] = (self.gunicorn, self.gw_url)
-        runs, kept = {"on": [], "off": []}, self.args.runs
-        self.args.runs = 1
         try:
-            for i in range(2 * kept):
-                for name in (("on", "off") if i % 2 == 0 else ("off", "on")):
-                    self.gunicorn, url = gateways[name]
-                    runs[name] += self.measure(f"gateway, {label} {name}", url + "/v1/chat/completions",
-                                               concurrency, key, body)["runs"]
+            for name, value in sides:
+                self.start_gateway(f"ab-{name}", upstream=upstream, GATEWAY_LOG_REQUESTS=value)
+                gateways[name] = (self.gunicorn, self.gw_url)
+            return ab.together(self, gateways, concurrency, key, body, rounds)
         finally:
-            self.args.runs = kept
             for proc, _ in gateways.values():
                 self.procs.stop(proc)
-        out = []
-        for name in ("on", "off"):
-            med = {k: statistics.median(r[k] for r in runs[name]) for k in runs[name][0]
-                   if k not in ("errors", "connections_per_worker")}
-            med["errors"], med["runs"] = sum(r["errors"] for r in runs[name]), runs[name]
-            out.append(med)
-        return out
 
     def wait_for_writer(self, quiet=1.0, limit=60.0):
         """Wait until no log row has arrived for `quiet` seconds: {rows, seconds} (seconds until the last)."""
@@ -661,15 +554,11 @@ def figures(r):
         "stream_added_ttfb": r["stream_ttfb"]["added_ttfb_ms"],
         "streams_failed": r["held_streams"]["failed"],
         "rss_settled_mb": max(r["rss_settled_mb"].values()),
-        "logging_p50_pct": _pct_over(r["logging_on"][hi]["p50_ms"], r["logging_off"][hi]["p50_ms"]),
-        "logging_p99_pct": _pct_over(r["logging_on"][hi]["p99_ms"], r["logging_off"][hi]["p99_ms"]),
-        "logging_paced_p50_pct": _pct_over(r["logging_paced_on"][hi]["p50_ms"], r["logging_paced_off"][hi]["p50_ms"]),
-        "logging_paced_p99_pct": _pct_over(r["logging_paced_on"][hi]["p99_ms"], r["logging_paced_off"][hi]["p99_ms"]),
+        "logging_p50_pct": r["logging"]["paired"]["p50_ms"],
+        "logging_p99_pct": r["logging"]["paired"]["p99_ms"],
+        "logging_paced_p50_pct": r["logging_paced"]["paired"]["p50_ms"],
+        "logging_paced_p99_pct": r["logging_paced"]["paired"]["p99_ms"],
     }
-
-
-def _pct_over(value, base):
-    return 100.0 * (value - base) / base
 
 
 def verdicts(r):
@@ -711,8 +600,7 @@ def markdown(r, notes):
               "simulator CPU | wrk CPU | other CPU | machine CPU | busiest worker | errors |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label, key in (("direct to simulator", "direct"), ("gateway, upstream call", "upstream"),
-                       ("gateway, cache hit", "cache"), ("gateway, logging on (A/B)", "logging_on"),
-                       ("gateway, logging off (A/B)", "logging_off")):
+                       ("gateway, cache hit", "cache")):
         for c, m in r[key].items():
             d = r["direct"].get(c)
             added = (m["p50_ms"] - d["p50_ms"], m["p99_ms"] - d["p99_ms"]) if d and key != "direct" else (None, None)
@@ -720,22 +608,24 @@ def markdown(r, notes):
                          f"{fmt(added[1])} | {fmt(m['gateway_cpu_ms'])} | {fmt(m['stack_cpu_ms'])} | "
                          f"{fmt(m['simulator_cpu_ms'])} | {fmt(m['wrk_cpu_ms'])} | {fmt(m['other_cpu_ms'])} | "
                          f"{m['machine_cpu_pct']:.0f}% | {pct(m['busiest_worker_pct'])} | {m['errors']} |")
-    top = max(r["logging_off"])
+    top = max(r["upstream"], key=int)
     st, h = r["stream_ttfb"], r["held_streams"]
-    lines += ["", f"## Logging on vs off (c={top})", "",
-              f"Two gateways started together, one with GATEWAY_LOG_REQUESTS=false, measured by turns (the median of "
-              f"each side's runs shown), so that drift on the machine hits both alike: first against the instant "
-              f"simulator, which saturates both cores, then against one answering in {PACED_MS} ms.", ""]
-    for key, what in (("logging", "instant upstream (saturated)"), ("logging_paced", f"upstream in {PACED_MS} ms")):
-        lines += _ab_table(r[f"{key}_on"][top], r[f"{key}_off"][top], what)
-    lines += ["At saturation p50 depends on how wrk's connections split between the workers (a saturated worker "
-              "serves its share of the requests whatever it holds, so its clients wait in proportion to their number); "
-              "each run's split, halfway through it:", ""]
-    for name in ("on", "off"):
-        runs = r[f"logging_{name}"][top]["runs"]
-        lines.append(f"- {name}: " + ", ".join(f"p50 {x['p50_ms']:.1f} ms with "
-                                              f"{'/'.join(map(str, x.get('connections_per_worker') or [])) or '?'}"
-                                              for x in runs))
+    lines += ["", f"## Logging on vs off (c={top} each)", "",
+              "Two gateways, one with GATEWAY_LOG_REQUESTS=false, loaded at the same moment by a wrk each, round after "
+              "round (bench/ab.py): the figure is the median of the rounds' on/off ratios, so that the machine's "
+              "drift, which hits both alike, cancels. First against the instant simulator, which saturates both "
+              f"cores, then against one answering in {PACED_MS} ms. The control runs two gateways with logging off "
+              "the same way: how far apart two identical gateways read.", ""]
+    for key, what in (("logging", "instant upstream (saturated)"), ("logging_control", "control: off vs off"),
+                      ("logging_paced", f"upstream in {PACED_MS} ms")):
+        lines += _ab_table(r[key], what)
+    lines += ["Each round (first side / second side; wrk's connections per worker, halfway through the round):", ""]
+    for key in ("logging", "logging_control", "logging_paced"):
+        xs, ys = [v["runs"] for n, v in r[key].items() if n != "paired"]
+        lines.append(f"- {key}: " + "; ".join(
+            f"p50 {a['p50_ms']:.1f}/{b['p50_ms']:.1f} ms, p99 {a['p99_ms']:.1f}/{b['p99_ms']:.1f} ms "
+            f"({'/'.join(map(str, a['connections_per_worker'])) or '?'} and "
+            f"{'/'.join(map(str, b['connections_per_worker'])) or '?'})" for a, b in zip(xs, ys)))
     lines += ["", f"{r['rows_logged']} request rows were in PostgreSQL when the logging-on gateway stopped.", "",
               "## Streams", "",
               f"Timed once the request log had caught up: {r['writer_drain']['rows']} rows were in PostgreSQL, the "
@@ -766,16 +656,17 @@ def markdown(r, notes):
     return "\n".join(lines) + "\n"
 
 
-def _ab_table(on, off, what):
-    return [f"| {what} | req/s | p50 ms | p99 ms | gateway CPU ms/req | stack CPU ms/req |",
-            "|---|---:|---:|---:|---:|---:|",
-            f"| on ({len(on['runs'])} runs) | {on['rps']:.0f} | {on['p50_ms']:.2f} | {on['p99_ms']:.2f} | "
-            f"{fmt(on['gateway_cpu_ms'])} | {fmt(on['stack_cpu_ms'])} |",
-            f"| off ({len(off['runs'])} runs) | {off['rps']:.0f} | {off['p50_ms']:.2f} | {off['p99_ms']:.2f} | "
-            f"{fmt(off['gateway_cpu_ms'])} | {fmt(off['stack_cpu_ms'])} |",
-            f"| on − off | {on['rps'] - off['rps']:.0f} | {on['p50_ms'] - off['p50_ms']:.2f} | "
-            f"{on['p99_ms'] - off['p99_ms']:.2f} | {on['gateway_cpu_ms'] - off['gateway_cpu_ms']:.2f} | "
-            f"{on['stack_cpu_ms'] - off['stack_cpu_ms']:.2f} |", ""]
+def _ab_table(ab, what):
+    (x, a), (y, b) = [(n, v) for n, v in ab.items() if n != "paired"]
+    p = ab["paired"]
+    pg = [run["postgres_cpu_ms_total"] / max(1, run["requests"]) for run in a["runs"]]
+    return [f"| {what} | req/s | p50 ms | p99 ms | gateway CPU ms/req |", "|---|---:|---:|---:|---:|",
+            f"| {x} ({len(a['runs'])} rounds, medians) | {a['rps']:.0f} | {a['p50_ms']:.2f} | {a['p99_ms']:.2f} | "
+            f"{fmt(a['gateway_cpu_ms'])} |",
+            f"| {y} | {b['rps']:.0f} | {b['p50_ms']:.2f} | {b['p99_ms']:.2f} | {fmt(b['gateway_cpu_ms'])} |",
+            f"| {x} vs {y}, median of the rounds' ratios | {p['rps']:+.2f}% | {p['p50_ms']:+.2f}% | "
+            f"{p['p99_ms']:+.2f}% | {p['gateway_cpu_ms']:+.2f}% |", "",
+            f"PostgreSQL's CPU in those rounds: {statistics.median(pg):.3f} ms per request of {x}.", ""]
 
 
 def yardstick(r):
@@ -834,7 +725,7 @@ def main(argv=None):
     r["ttfb_streams"], r["streams_per_second"] = args.ttfb_streams, args.streams_per_second
     r["seconds_total"] = round(time.monotonic() - started)
     r["machine"]["speed_probe_ms_after"] = speed_probe()
-    busy = [f"{label} c={c} ({m['other_cpu_ms']:.2f} ms/req)" for label in ("upstream", "cache", "logging_on", "logging_off")
+    busy = [f"{label} c={c} ({m['other_cpu_ms']:.2f} ms/req)" for label in ("upstream", "cache")
             for c, m in r[label].items() if m["other_cpu_ms"] > 0.2]
     if busy:
         bench.notes.append("Other processes used the CPU during: " + ", ".join(busy) + ". Those figures are "
