@@ -240,6 +240,8 @@ class ExactCache:
         """Store `entry` for `ttl_seconds` (may be fractional; 0 or less stores nothing)."""
         if ttl_seconds <= 0:
             return
+        if self.near is not None:
+            self.near.drop(key)  # a refresh replaces an entry this worker may hold
         self._call(self.backend.set, self._entry_key(key), encode(entry), ttl_seconds)
 
     def set_async(self, key, entry, ttl_seconds, unlock=False):

@@ -1,11 +1,12 @@
 """The near tier: answers this worker has just read from Redis, kept in process for about a second.
 
 A hot entry (the same request from many clients, a client retrying, a benchmark) was fetched from Redis on
-every hit: a round trip, a reply to parse and JSON to decode, ~15% of a cache hit's CPU. The near tier
-answers repeats of an entry read in the last `seconds` without Redis. What that costs in freshness: an entry
-can be served up to `seconds` after Redis let it go (its TTL ran out, or Redis restarted); entries are never
-changed in place, so nothing else can be stale. What it costs in memory: at most `max_entries` entries, each
-under `max_value_bytes` as stored, kept for `seconds`.
+every hit: a round trip, a reply to parse and JSON to decode, ~15% of a cache hit's CPU. The near tier answers
+repeats of an entry read in the last `seconds` without Redis. What that costs in freshness: an entry can be
+served up to `seconds` after Redis let it go (its TTL ran out, or Redis restarted) or after a refresh
+(`Cache-Control: no-cache`) replaced it from another worker; this worker drops its copy when it writes one.
+What it costs in memory: at most `max_entries` entries, each under `max_value_bytes` as stored, kept for
+`seconds`.
 
 Entries are shared between requests: callers copy before they change anything (the handlers do).
 Only entries read from Redis come here; the in-process backend (no REDIS_URL) needs no second tier.
@@ -28,6 +29,9 @@ class NearCache:
             self._items.pop(key, None)
             return None
         return item[1]
+
+    def drop(self, key):
+        self._items.pop(key, None)
 
     def put(self, key, entry, stored_bytes):
         """Keep `entry` (read from the shared store, `stored_bytes` long there) for `seconds`."""

@@ -113,19 +113,22 @@ def _validated(raw, body):
 
 
 def _cache_key(gw, body, key, headers, known):
-    """The cache key for this request, or None when the cache is off for it."""
+    """(the cache key for this request or None when the cache is off for it, whether it only refreshes).
+
+    As in HTTP (and LiteLLM's and Portkey's force-refresh), `Cache-Control: no-cache` asks for a fresh answer,
+    which then replaces the stored one; `no-store` keeps the request out of the cache both ways."""
     if not key.cache_enabled:
-        return None
+        return None, False
     directives = (headers.get("Cache-Control") or "").lower()
-    if "no-cache" in directives or "no-store" in directives:
-        return None
+    if "no-store" in directives:
+        return None, False
     if body.get("logprobs"):
-        return None  # a stored entry does not carry logprobs across streamed and plain answers
+        return None, False  # a stored entry does not carry logprobs across streamed and plain answers
     scope = "global" if gw.settings.cache_shared else str(key.id)
     found = known.get(scope)
     if found is None:
         found = known[scope] = cache_key(body, scope)
-    return found
+    return found, "no-cache" in directives
 
 
 def _left():
@@ -144,10 +147,10 @@ def chat_completions():
     if model is None:
         raise ApiError(404, f"The model `{body['model']}` does not exist or is not routed by this gateway.",
                        param="model", code="model_not_found")
-    key = _cache_key(gw, body, g_.api_key, request.headers, known)
+    key, refresh = _cache_key(gw, body, g_.api_key, request.headers, known)
     if body.get("stream"):
-        return _stream(gw, body, model, key)
-    return _complete(gw, body, model, key)
+        return _stream(gw, body, model, key, refresh)
+    return _complete(gw, body, model, key, refresh)
 
 
 def _run(gw, body, model, stream):
@@ -177,7 +180,7 @@ def _entry(completion, outcome, cost):
 # would answer that model's requests for the whole TTL after its provider recovered, and a request that turns
 # failover off (X-Gateway-Failover: off) would be handed another model's answer.
 
-def _complete(gw, body, model, key):
+def _complete(gw, body, model, key, refresh=False):
     g_ = g._get_current_object()
 
     def compute():
@@ -187,9 +190,12 @@ def _complete(gw, body, model, key):
         g_.entry = _entry(completion, outcome, g_.cost)
         return None if outcome.failover_used else g_.entry  # not stored: see above
 
-    if key is None:
-        compute()
-        entry, hit = g_.entry, False
+    if key is None or refresh:
+        entry, hit = compute(), False
+        if entry is not None and refresh:
+            gw.cache.set(key, entry, g_.api_key.cache_ttl_seconds)
+        entry = g_.entry
+        key = None  # the cache was not read: no X-Cache-Hit
     else:
         entry, hit = gw.cache.get_or_compute(key, compute, g_.api_key.cache_ttl_seconds, wait_timeout=_left())
         if hit and _too_old(gw, entry):
@@ -247,10 +253,10 @@ def _sse_response(gen):
     return resp
 
 
-def _stream(gw, body, model, key):
+def _stream(gw, body, model, key, refresh=False):
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     cache, locked = gw.cache, False
-    if key is not None:
+    if key is not None and not refresh:
         entry = cache.get(key)
         if entry is not None and _too_old(gw, entry):
             entry = None
@@ -274,8 +280,8 @@ def _stream(gw, body, model, key):
     sock = request.environ.get("gunicorn.socket")
     if sock is not None and hasattr(upstream, "still_wanted"):
         upstream.still_wanted = lambda: _connected(sock)  # no continuation is bought for a client that has left
-    resp = _sse_response(_relay(gw, upstream, include_usage, key if locked else None))
-    _route_headers(gw, resp, None, False, key)   # no X-Cost-USD yet: the usage chunk carries the cost
+    resp = _sse_response(_relay(gw, upstream, include_usage, key if locked or refresh else None, locked))
+    _route_headers(gw, resp, None, False, None if refresh else key)   # no X-Cost-USD yet: the usage chunk has it
     return resp
 
 
@@ -302,8 +308,9 @@ def _replay(gw, chunks, include_usage):
         accounting.record(gw, 200, stream=True)
 
 
-def _relay(gw, upstream, include_usage, key):
-    """Relay the upstream's chunks as they come; price, cache and log the answer when it ends."""
+def _relay(gw, upstream, include_usage, key, locked=False):
+    """Relay the upstream's chunks as they come; price, cache and log the answer when it ends: stored under
+    `key` if given, and then the single-flight lock released if this request holds it (`locked`)."""
     acc = Accumulator() if key is not None or gw.settings.log_bodies else None
     status, finished = 200, False
     try:
@@ -350,7 +357,10 @@ def _relay(gw, upstream, include_usage, key):
             # the next identical request must not be served that copy.
             if whole and not upstream.resumed_on and not g.outcome.failover_used and not upstream.malformed:
                 entry = _entry(acc.completion(g.usage), g.outcome, g.get("cost"))
-                gw.cache.set_async(key, entry, g.api_key.cache_ttl_seconds, unlock=True)
-            else:
+                if locked:
+                    gw.cache.set_async(key, entry, g.api_key.cache_ttl_seconds, unlock=True)
+                else:  # a refresh, which holds no lock: stored now, after the client has its [DONE]
+                    gw.cache.set(key, entry, g.api_key.cache_ttl_seconds)
+            elif locked:
                 gw.cache.unlock(key)
         accounting.record(gw, status, stream=True)

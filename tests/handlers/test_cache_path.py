@@ -55,13 +55,56 @@ def test_a_changed_parameter_misses(gw):
     assert resp.headers["X-Cache-Hit"] == "miss" and upstream.call_count == 2
 
 
+def _answer(resp):
+    """The text of a plain or streamed answer."""
+    if resp.mimetype == "text/event-stream":
+        events = [e[6:] for e in resp.get_data(as_text=True).split("\n\n") if e and e != "data: [DONE]"]
+        return "".join(c["choices"][0]["delta"].get("content") or "" for c in map(json.loads, events) if c["choices"])
+    return resp.get_json()["choices"][0]["message"]["content"]
+
+
+def _answering(text, stream):
+    if stream:
+        return dict(body=openai_stream([text]), content_type="text/event-stream", stream=True)
+    return dict(json=openai_completion(text))
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @responses.activate
-def test_no_cache_header_skips_the_cache(gw):
+def test_no_cache_gets_a_fresh_answer_which_replaces_the_stored_one(gw, stream):
     client = gw()
-    upstream = responses.post(OPENAI_URL, json=openai_completion())
-    client.post("/v1/chat/completions", json=BODY)
-    resp = client.post("/v1/chat/completions", json=BODY, headers={"Cache-Control": "no-cache"})
-    assert "X-Cache-Hit" not in resp.headers and upstream.call_count == 2
+    body = {**BODY, "stream": stream}
+    responses.post(OPENAI_URL, **_answering("old answer", stream))
+    assert _answer(client.post("/v1/chat/completions", json=body)) == "old answer"
+    hit = client.post("/v1/chat/completions", json=body)  # with Redis, now also in this worker's near tier
+    assert hit.headers["X-Cache-Hit"] == "exact" and _answer(hit) == "old answer"
+    responses.replace(responses.POST, OPENAI_URL, **_answering("new answer", stream))
+    fresh = client.post("/v1/chat/completions", json=body, headers={"Cache-Control": "no-cache"})
+    assert _answer(fresh) == "new answer"
+    assert "X-Cache-Hit" not in fresh.headers   # the cache was not read
+    assert len(responses.calls) == 2
+    after = client.post("/v1/chat/completions", json=body)
+    assert after.headers["X-Cache-Hit"] == "exact" and _answer(after) == "new answer"
+    assert len(responses.calls) == 2
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@responses.activate
+def test_no_store_neither_reads_nor_writes_the_cache(gw, stream):
+    client = gw()
+    body = {**BODY, "stream": stream}
+    responses.post(OPENAI_URL, **_answering("stored answer", stream))
+    client.post("/v1/chat/completions", json=body).get_data()
+    responses.replace(responses.POST, OPENAI_URL, **_answering("private answer", stream))
+    private = client.post("/v1/chat/completions", json=body, headers={"Cache-Control": "no-store"})
+    assert _answer(private) == "private answer" and "X-Cache-Hit" not in private.headers
+    after = client.post("/v1/chat/completions", json=body)
+    assert after.headers["X-Cache-Hit"] == "exact" and _answer(after) == "stored answer"
+    # Nor is a request of its own stored.
+    other = {**body, "temperature": 0.7}
+    client.post("/v1/chat/completions", json=other, headers={"Cache-Control": "no-store"}).get_data()
+    assert client.post("/v1/chat/completions", json=other).headers["X-Cache-Hit"] == "miss"
+    assert len(responses.calls) == 4
 
 
 @responses.activate
