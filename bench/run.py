@@ -494,16 +494,22 @@ class Bench:
             self.procs.stop(paced)
 
     def logging_ab(self, concurrency, key, body, rounds, *sides, upstream=None):
-        """Two gateways, one for each (name, GATEWAY_LOG_REQUESTS) side, loaded together (see ab.py)."""
-        gateways = {}
-        try:
-            for name, value in sides:
-                self.start_gateway(f"ab-{name}", upstream=upstream, GATEWAY_LOG_REQUESTS=value)
-                gateways[name] = (self.gunicorn, self.gw_url)
-            return ab.together(self, gateways, concurrency, key, body, rounds)
-        finally:
-            for proc, _ in gateways.values():
-                self.procs.stop(proc)
+        """Two gateways, one for each (name, GATEWAY_LOG_REQUESTS) side, loaded together (see ab.py): half the
+        rounds with a pair started in the order given, half with a fresh pair started the other way round."""
+        runs = {name: [] for name, _ in sides}
+        for half, order in enumerate((sides, sides[::-1])):
+            gateways = {}
+            try:
+                for name, value in order:
+                    self.start_gateway(f"ab-{name}", upstream=upstream, GATEWAY_LOG_REQUESTS=value)
+                    gateways[name] = (self.gunicorn, self.gw_url)
+                for name, got in ab.together(self, gateways, concurrency, key, body, rounds // 2,
+                                             tag=f"h{half}").items():
+                    runs[name] += got
+            finally:
+                for proc, _ in gateways.values():
+                    self.procs.stop(proc)
+        return ab.summary(runs, sides[0][0], sides[1][0])
 
     def wait_for_writer(self, quiet=1.0, limit=60.0):
         """Wait until no log row has arrived for `quiet` seconds: {rows, seconds} (seconds until the last)."""
@@ -615,7 +621,8 @@ def markdown(r, notes):
     lines += ["", f"## Logging on vs off (c={top} each)", "",
               "Two gateways, one with GATEWAY_LOG_REQUESTS=false, loaded at the same moment by a wrk each, round after "
               "round (bench/ab.py): the figure is the median of the rounds' on/off ratios, so that the machine's "
-              "drift, which hits both alike, cancels. First against the instant simulator, which saturates both "
+              "drift, which hits both alike, cancels; half the rounds with a pair started one way round, half with "
+              "a fresh pair started the other way, since the first started reads a little slower. First against the instant simulator, which saturates both "
               f"cores, then against one answering in {PACED_MS} ms. The control runs two gateways with logging off "
               "the same way: how far apart two identical gateways read.", ""]
     for key, what in (("logging", "instant upstream (saturated)"), ("logging_control", "control: off vs off"),
