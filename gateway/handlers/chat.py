@@ -128,7 +128,7 @@ def _cache_key(gw, body, key, headers, known):
     found = known.get(scope)
     if found is None:
         found = known[scope] = cache_key(body, scope)
-    return found, "no-cache" in directives
+    return found, found is not None and "no-cache" in directives  # None: a body too deep to key
 
 
 def _left():

@@ -90,6 +90,65 @@ def test_no_cache_gets_a_fresh_answer_which_replaces_the_stored_one(gw, stream):
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @responses.activate
+def test_a_refresh_answered_by_a_fallback_model_keeps_the_stored_answer(gw, stream):
+    client = gw(app_env=WITH_CLAUDE)
+    body = {**BODY, "stream": stream}
+    responses.post(OPENAI_URL, **_answering("stored answer", stream))
+    client.post("/v1/chat/completions", json=body).get_data()
+    responses.replace(responses.POST, OPENAI_URL, json=openai_error(503), status=503)
+    if stream:
+        responses.post(ANTHROPIC_URL, body=anthropic_stream(["Claude ", "here"]), content_type="text/event-stream",
+                       stream=True)
+    else:
+        responses.post(ANTHROPIC_URL, json=anthropic_message())
+    refreshed = client.post("/v1/chat/completions", json=body, headers={"Cache-Control": "no-cache"})
+    refreshed.get_data()
+    assert refreshed.headers["X-Failover"] == "true"
+    after = client.post("/v1/chat/completions", json=body, headers={"X-Gateway-Failover": "off"})
+    assert after.headers["X-Cache-Hit"] == "exact" and _answer(after) == "stored answer"
+
+
+@pytest.mark.parametrize("upstream", [
+    dict(body=openai_stream(["Hel", "lo"], complete=False)),                               # cut
+    dict(body=openai_stream(["Hel"], complete=False) + b'data: {"choices": [5]}\n\n'
+         + openai_stream(["lo"]).split(b"\n\n", 1)[1]),                                   # an event skipped
+    dict(body=openai_stream(["Hello"])),                                                  # whole
+], ids=["cut", "malformed", "whole"])
+@responses.activate
+def test_a_streamed_refresh_never_releases_a_lock_and_stores_only_a_whole_answer(gw, upstream):
+    client = gw()
+    body = {**BODY, "stream": True}
+    responses.post(OPENAI_URL, **_answering("stored answer", False))
+    client.post("/v1/chat/completions", json=BODY)   # stored, and its lock released, before it returns
+    cache = client.application.extensions["gateway"].cache
+    unlocked = []
+    real_unlock = cache.unlock
+    cache.unlock = lambda key: (unlocked.append(key), real_unlock(key))[1]
+    responses.replace(responses.POST, OPENAI_URL, content_type="text/event-stream", stream=True, **upstream)
+    client.post("/v1/chat/completions", json=body, headers={"Cache-Control": "no-cache"}).get_data()
+    assert unlocked == []   # a refresh holds no lock: one it released would be another request's
+    after = client.post("/v1/chat/completions", json=body)
+    whole = upstream["body"] == openai_stream(["Hello"])
+    assert after.headers["X-Cache-Hit"] == "exact" and _answer(after) == ("Hello" if whole else "stored answer")
+
+
+@responses.activate
+def test_a_refresh_of_a_body_too_deep_to_key_stores_nothing(gw):
+    client = gw()
+    cache = client.application.extensions["gateway"].cache
+    stored = []
+    real_set = cache.set
+    cache.set = lambda key, entry, ttl: (stored.append(key), real_set(key, entry, ttl))[1]
+    responses.post(OPENAI_URL, json=openai_completion())
+    deep = []
+    for _ in range(300):
+        deep = [deep]
+    resp = client.post("/v1/chat/completions", json={**BODY, "x_extra": deep}, headers={"Cache-Control": "no-cache"})
+    assert resp.status_code == 200 and stored == []
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@responses.activate
 def test_no_store_neither_reads_nor_writes_the_cache(gw, stream):
     client = gw()
     body = {**BODY, "stream": stream}
