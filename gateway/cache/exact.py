@@ -240,9 +240,11 @@ class ExactCache:
         """Store `entry` for `ttl_seconds` (may be fractional; 0 or less stores nothing)."""
         if ttl_seconds <= 0:
             return
-        if self.near is not None:
-            self.near.drop(key)  # a refresh replaces an entry this worker may hold
         self._call(self.backend.set, self._entry_key(key), encode(entry), ttl_seconds)
+        if self.near is not None:
+            # A refresh replaces an entry this worker may hold. After the write: a request that read Redis while
+            # it was on its way would have put the old entry back.
+            self.near.drop(key)
 
     def set_async(self, key, entry, ttl_seconds, unlock=False):
         """`set` (then `unlock`, if asked) off the request path: in a daemon thread, a greenlet under gevent.

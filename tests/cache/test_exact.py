@@ -13,6 +13,7 @@ import redis
 
 from gateway.cache.exact import (ANSWER_FIELDS, IGNORED_FIELDS, ExactCache, MemoryBackend, RedisBackend,
                                  backend_for, cache_key)
+from gateway.cache.near import NearCache
 from gateway.extensions import make_redis
 from gateway.redisguard import RedisGuard
 from tests.conftest import free_port
@@ -426,3 +427,19 @@ def test_the_apps_locks_live_seconds_not_a_whole_request(make_app):
     app, _ = make_app()
     gw = app.extensions["gateway"]
     assert gw.cache.lock_ttl == 30.0 and gw.cache.max_hold == gw.settings.deadline == 600.0
+
+
+def test_a_write_leaves_no_older_copy_in_the_near_tier_even_one_read_while_it_was_on_its_way():
+    """A refresh replaces an entry. Under gevent another request may read the store while the write is on its
+    way, find the old entry, and keep it in the near tier: the write drops that copy once it is done."""
+    cache = ExactCache(MemoryBackend(), namespace="test:", near=NearCache(seconds=60))
+    cache.set("k", {"answer": "old"}, 60)
+    assert cache.get("k") == {"answer": "old"}            # now in the near tier too
+    real_set = cache.backend.set
+
+    def slow_set(key, value, ttl):
+        assert cache.get("k") == {"answer": "old"}        # read meanwhile: the old entry, kept near again
+        real_set(key, value, ttl)
+    cache.backend.set = slow_set
+    cache.set("k", {"answer": "new"}, 60)
+    assert cache.get("k") == {"answer": "new"}
