@@ -120,8 +120,8 @@ def chat(gw, prompt, model="gpt-4o-mini", stream=False, headers=None, session=No
         body.setdefault("stream_options", {"include_usage": True})
     http = session or requests
     started = time.monotonic()
-    # no-cache: a fault test repeats requests and counts upstream attempts; a cached answer would hide them.
-    sent = {**gw.headers, "Cache-Control": "no-cache", **(headers or {})}
+    # no-store: a fault test repeats requests and counts upstream attempts; a cached answer would hide them.
+    sent = {**gw.headers, "Cache-Control": "no-store", **(headers or {})}
     resp = http.post(gw.base_url + "/v1/chat/completions", json=body, headers=sent, stream=stream, timeout=timeout)
     with resp:
         result = Result(resp.status_code, dict(resp.headers), 0.0, gw=gw)

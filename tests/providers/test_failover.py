@@ -34,7 +34,7 @@ def gw(make_app):
 
 def chat(client, body=BODY, **headers):
     # Identical requests repeat here: keep the cache out of the way.
-    return client.post("/v1/chat/completions", json=body, headers={"Cache-Control": "no-cache", **headers})
+    return client.post("/v1/chat/completions", json=body, headers={"Cache-Control": "no-store", **headers})
 
 
 @responses.activate

@@ -27,7 +27,7 @@ def client(make_app):
 
 
 def chat(client, body=BODY, **headers):
-    return client.post("/v1/chat/completions", json=body, headers={"Cache-Control": "no-cache", **headers})
+    return client.post("/v1/chat/completions", json=body, headers={"Cache-Control": "no-store", **headers})
 
 
 def stored_row(client, request_id):
