@@ -93,9 +93,7 @@ def _round(bench, gateways, concurrency, key, body, seconds, tag):
         w = results[name]
         n = max(1, w["requests"])
         out[name] = {
-            "rps": w["requests"] / (w["duration_us"] / 1e6), "p50_ms": w["p50_us"] / 1000,
-            "p99_ms": w["p99_us"] / 1000, "requests": w["requests"],
-            "errors": w["connect"] + w["read"] + w["write"] + w["status"] + w["timeout"],
+            **w["figures"],
             "gateway_cpu_ms": cpu_delta_ms(before[name], cpu_ticks(tree(proc.pid))) / n,
             "postgres_cpu_ms_total": pg_ms,
             "machine_cpu_pct": 100.0 * (busy1 - busy0) / max(1, total1 - total0),

@@ -306,6 +306,10 @@ class Bench:
             raise RuntimeError(f"wrk failed ({proc.returncode}): {text[-1500:]}")
         out = json.loads(line[6:])
         out["wrk_cpu_ms"] = (usage.ru_utime + usage.ru_stime) * 1000
+        # The figures every caller reports, in its units.
+        out["figures"] = {"rps": out["requests"] / (out["duration_us"] / 1e6), "p50_ms": out["p50_us"] / 1000,
+                          "p99_ms": out["p99_us"] / 1000, "requests": out["requests"],
+                          "errors": sum(out[k] for k in ("connect", "read", "write", "status", "timeout"))}
         return out
 
     def measure(self, name, url, concurrency, key, body, gateway=True):
@@ -336,14 +340,11 @@ class Bench:
             g1 = cpu_ticks(tree(self.gunicorn.pid) if gateway else set())
             s1, m1 = cpu_ticks(by_name("postgres", "redis-server")), cpu_ticks(sim_pids)
             n = max(1, w["requests"])
-            secs = w["duration_us"] / 1e6
             gw_ms, stack_ms, sim_ms = cpu_delta_ms(g0, g1), cpu_delta_ms(s0, s1), cpu_delta_ms(m0, m1)
             per_worker = [cpu_delta_ms({p: g0.get(p, 0)}, {p: t}) for p, t in g1.items() if p != self.gunicorn.pid]
             machine_ms = (busy1 - busy0) * 1000.0 / TICK
-            errors = w["connect"] + w["read"] + w["write"] + w["status"] + w["timeout"]
             runs.append({
-                "rps": w["requests"] / secs, "p50_ms": w["p50_us"] / 1000, "p99_ms": w["p99_us"] / 1000,
-                "requests": w["requests"], "errors": errors,
+                **w["figures"],
                 "gateway_cpu_ms": gw_ms / n if gateway else None,
                 "stack_cpu_ms": (gw_ms + stack_ms) / n if gateway else None,
                 "pg_redis_cpu_ms": stack_ms / n, "simulator_cpu_ms": sim_ms / n, "wrk_cpu_ms": w["wrk_cpu_ms"] / n,
